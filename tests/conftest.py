@@ -1,0 +1,20 @@
+"""Test-session setup: 8 simulated CPU devices and a persistent compilation cache.
+
+XLA_FLAGS must be set before jax is imported anywhere, so this runs at conftest import. The cache
+directory is keyed by the device count so runs with different counts never share entries.
+"""
+
+import os
+
+_DEVICE_COUNT = 8
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_DEVICE_COUNT}"
+).strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+from infotok_jax import compilation_cache  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+compilation_cache.enable(device_count=_DEVICE_COUNT)
