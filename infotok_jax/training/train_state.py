@@ -1,0 +1,114 @@
+"""Training state, its sharded creation from logical axis rules, and the jitted train step.
+
+The state is created already sharded: `jax.eval_shape` gives the abstract (boxed) state, flax turns its
+logical axis names into mesh shardings, and `jax.jit(init, out_shardings=...)` materializes each
+parameter directly on its devices. The per-step random key is derived from (seed, step), so a resumed run
+draws exactly the randomness of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from infotok_jax import sharding as sharding_lib
+from infotok_jax.training.task import Batch, Task
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training and is checkpointed."""
+
+    step: jax.Array
+    params: PyTree
+    mutable: dict[str, PyTree]  # non-parameter collections, e.g. the VQ "state" (EMA codebook)
+    opt_state: optax.OptState
+
+    def variables(self) -> dict[str, PyTree]:
+        return {"params": self.params, **self.mutable}
+
+
+def _init_state_boxed(task: Task, tx: optax.GradientTransformation, rng: jax.Array, batch: Batch):
+    variables = task.init_variables(rng, batch)
+    params = variables.pop("params")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, mutable=dict(variables), opt_state=tx.init(params)
+    )
+
+
+def state_shardings(
+    task: Task, tx: optax.GradientTransformation, mesh: Mesh, rng: jax.Array, batch: Batch
+) -> tuple[TrainState, TrainState]:
+    """Returns (abstract unboxed state with shardings, the shardings tree) for `mesh`."""
+    abstract_boxed = jax.eval_shape(lambda r, b: _init_state_boxed(task, tx, r, b), rng, batch)
+    specs = nn.get_partition_spec(abstract_boxed)
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, sharding_lib.LOGICAL_AXIS_RULES)
+    abstract = jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+        nn.unbox(abstract_boxed),
+        shardings,
+    )
+    return abstract, shardings
+
+
+def create_sharded_state(
+    task: Task, tx: optax.GradientTransformation, shardings: TrainState, rng: jax.Array, batch: Batch
+) -> TrainState:
+    """Initializes the state directly in its sharded layout."""
+    init = jax.jit(lambda r, b: nn.unbox(_init_state_boxed(task, tx, r, b)), out_shardings=shardings)
+    return init(rng, batch)
+
+
+def _l2(tree: PyTree) -> jax.Array:
+    return optax.global_norm(tree)
+
+
+def make_train_step(
+    task: Task,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    seed: int,
+    mesh: Mesh,
+    shardings: TrainState,
+    batch_shardings: PyTree,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds the one jitted, donated train step with explicit in/out shardings."""
+    base_key = jax.random.key(seed)
+
+    def train_step(state: TrainState, batch: Batch):
+        rng = jax.random.fold_in(base_key, state.step)
+        grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+        (loss, (metrics, new_mutable)), grads = grad_fn(state.params, state.mutable, batch, rng, state.step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics)
+        metrics.update(
+            loss=loss,
+            l2_grads=_l2(grads),
+            l2_params=_l2(params),
+            l2_updates=_l2(updates),
+            learning_rate=schedule(state.step),
+        )
+        new_state = TrainState(step=state.step + 1, params=params, mutable=new_mutable, opt_state=opt_state)
+        return new_state, metrics
+
+    return jax.jit(
+        train_step,
+        in_shardings=(shardings, batch_shardings),
+        out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=(0,),
+    )
+
+
+def batch_shardings_for(batch: Batch, mesh: Mesh) -> PyTree:
+    """Shardings of a batch: leading axis over the mesh's batch axes."""
+    return jax.tree.map(lambda x: sharding_lib.batch_sharding(mesh, x.ndim), batch)

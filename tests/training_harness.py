@@ -1,0 +1,85 @@
+"""Runs the training binary in subprocesses for the end-to-end reliability tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from infotok_jax.training import reporting
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TOY_CONFIG = REPO / "tests" / "configs" / "toy_regression.py"
+
+
+def env_for(devices: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def train_command(workdir: pathlib.Path, config_args: str, config: pathlib.Path = TOY_CONFIG) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "infotok_jax.train",
+        f"--config={config}:{config_args}",
+        f"--workdir={workdir}",
+    ]
+
+
+def run_training(
+    workdir, config_args, devices=4, config=TOY_CONFIG, timeout=300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        train_command(workdir, config_args, config),
+        env=env_for(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def start_training(workdir, config_args, devices=4, config=TOY_CONFIG) -> subprocess.Popen:
+    return subprocess.Popen(
+        train_command(workdir, config_args, config),
+        env=env_for(devices),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
+def wait_for_step(workdir: pathlib.Path, process: subprocess.Popen, step: int, timeout: float = 120) -> int:
+    """Polls metrics.jsonl until it records `step` (or later); returns the latest recorded step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = reporting.read_metrics(workdir)
+        if steps and max(steps) >= step:
+            return max(steps)
+        if process.poll() is not None:
+            raise AssertionError(
+                f"training exited early ({process.returncode}): {process.stderr.read()[-3000:]}"
+            )
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def kill(process: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 60) -> int:
+    process.send_signal(sig)
+    return process.wait(timeout=timeout)
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+    directory = workdir / "checkpoints"
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
