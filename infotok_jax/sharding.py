@@ -17,6 +17,7 @@ Logical names used by the models:
   conv_in      convolution input channels                   -> not sharded
   conv_out     convolution output channels                  -> "model"
   height/width spatial kernel axes                          -> not sharded
+  layers       stacked layer axis of scanned transformers   -> not sharded
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("conv_out", "model"),
     ("height", None),
     ("width", None),
+    ("layers", None),
 )
 
 

@@ -1,0 +1,12 @@
+"""Unified-MLLM building blocks shared by the hosts.
+
+backbone         decoder-only transformer (RMSNorm, RoPE, GQA einsum attention, SwiGLU), logical sharding
+attention_masks  masks as data: causal, padding, prefix-LM, Show-o omni, cached decoding
+kv_cache         "cache" collection helpers: init, slot writes, positions for padded prompts
+sampling         temperature / top-k / top-p, CFG, cached AR generation, MaskGIT parallel decoding
+flops            honest model-FLOP counts for MFU
+"""
+
+from infotok_jax.mllm.backbone import Transformer, TransformerConfig
+
+__all__ = ["Transformer", "TransformerConfig"]
