@@ -13,6 +13,7 @@ from infotok_jax.training import reporting
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOY_CONFIG = REPO / "tests" / "configs" / "toy_regression.py"
+TOKENIZER_CONFIG = REPO / "experiments" / "configs" / "tokenizer.py"
 
 
 def env_for(devices: int) -> dict[str, str]:
@@ -34,11 +35,11 @@ def train_command(workdir: pathlib.Path, config_args: str, config: pathlib.Path 
 
 
 def run_training(
-    workdir, config_args, devices=4, config=TOY_CONFIG, timeout=300
+    workdir, config_args, devices=4, config=TOY_CONFIG, timeout=300, extra_flags=(), extra_env=None
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        train_command(workdir, config_args, config),
-        env=env_for(devices),
+        [*train_command(workdir, config_args, config), *extra_flags],
+        env={**env_for(devices), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,142 @@
+"""The `config.data` block of experiment configs, and the pipelines and batch shapes it describes.
+
+One place turns a config into prepared data and iterators, so every task reads data the same way:
+`default_config(dataset)` gives the fields, `ensure_prepared` builds the dataset once (process 0 builds,
+the others wait), `make_pipeline` returns a resumable sharded iterator and `abstract_batch` the global
+batch shapes without touching any file (for ahead-of-time compilation).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from infotok_jax.data import pipeline, preparation, scenes_spec
+from infotok_jax.data.text_tokenizer import WordTokenizer
+from infotok_jax.data.tfds_adapter import TextLengths
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def default_data_dir() -> str:
+    """$TFDS_DATA_DIR if set (e.g. gs://... on a pod), else `.cache/tfds` in the repository."""
+    return os.environ.get("TFDS_DATA_DIR") or str(_REPO_ROOT / ".cache" / "tfds")
+
+
+def default_config(dataset: str = "scenes") -> ml_collections.ConfigDict:
+    """Data settings for `dataset` in {"scenes", "scenes64", "fashion_mnist"} (any TFDS name via `name`)."""
+    c = ml_collections.ConfigDict()
+    if dataset not in ("scenes", "scenes64", "fashion_mnist"):
+        raise ValueError(f"unknown dataset {dataset!r}; choose scenes, scenes64 or fashion_mnist")
+    c.name = {"scenes": "scenes32", "scenes64": "scenes64"}.get(dataset, dataset)  # registry name
+    c.data_dir = default_data_dir()  # where datasets are prepared (array_record)
+    c.image_size = 64 if dataset == "scenes64" else 32  # images are resized to this side
+    c.train_split = "train"  # split trained on
+    c.eval_split = "test" if dataset == "fashion_mnist" else "validation"  # split evaluated on
+    c.global_batch_size = 64  # training examples per step over all processes
+    c.eval_batch_size = 64  # evaluation examples per batch over all processes
+    c.caption_length = 32  # caption tokens incl. BOS/EOS
+    c.question_length = 16  # question tokens incl. BOS/EOS
+    c.answer_length = 8  # answer tokens incl. BOS/EOS
+    c.text_vocab_size = 128  # >= the closed vocabulary size; sizes the caption bag-of-words embedding
+    c.num_classes = 10 if dataset == "fashion_mnist" else 0  # label classes (0: dataset has none)
+    c.nuisance = 0.5 if dataset.startswith("scenes") else 0.0  # scenes: background nuisance strength
+    c.num_train = 0  # scenes: training examples to build (0 = builder default)
+    c.num_eval = 0  # scenes: validation/test/holdout examples each (0 = builder default)
+    c.num_threads = 2  # grain decode threads per host
+    return c
+
+
+def make_tiny(c: ml_collections.ConfigDict) -> None:
+    """Shrinks the dataset build for CPU smoke tests (seconds to prepare), in its own data_dir.
+
+    The prepared directory is named by builder config (size, nuisance), not by example counts, so a
+    tiny build lives under `<data_dir>/tiny` where it can never block the full build.
+    """
+    if c.name.startswith("scenes"):
+        c.num_train, c.num_eval = 256, 64
+        c.data_dir = os.path.join(c.data_dir, "tiny")
+
+
+def builder_kwargs(c: ml_collections.ConfigDict) -> dict:
+    """Keyword arguments that identify the prepared dataset for `preparation.prepare`."""
+    if c.name.startswith("scenes"):
+        kwargs = {"nuisance": c.nuisance}
+        if c.num_train:
+            kwargs["num_train"] = c.num_train
+        if c.num_eval:
+            kwargs.update(num_validation=c.num_eval, num_test=c.num_eval, num_holdout=c.num_eval)
+        return kwargs
+    return {}
+
+
+def ensure_prepared(c: ml_collections.ConfigDict) -> preparation.PreparedDataset | None:
+    """Builds the dataset if needed (process 0 only; the other processes wait), then verifies it."""
+    if c.name.startswith("tfds:"):
+        return None
+    if jax.process_index() == 0:
+        preparation.prepare(c.name, c.data_dir, **builder_kwargs(c))
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"prepared {c.name}")
+    prepared = preparation.open_prepared(c.name, c.data_dir, **builder_kwargs(c))
+    vocab_size = WordTokenizer.load(prepared.tokenizer_path).vocab_size
+    if vocab_size > c.text_vocab_size:
+        raise ValueError(
+            f"config.data.text_vocab_size={c.text_vocab_size} is smaller than the dataset's vocabulary "
+            f"({vocab_size} words); raise it"
+        )
+    return prepared
+
+
+def _lengths(c: ml_collections.ConfigDict) -> TextLengths:
+    return TextLengths(caption=c.caption_length, question=c.question_length, answer=c.answer_length)
+
+
+def make_pipeline(
+    c: ml_collections.ConfigDict,
+    *,
+    split: str,
+    mesh: Mesh | None,
+    seed: int,
+    shuffle: bool = True,
+    num_epochs: int | None = None,
+    batch_size: int | None = None,
+) -> pipeline.InputPipeline:
+    """A deterministic, resumable iterator of global batches for `split`."""
+    return pipeline.make_pipeline(
+        c.name,
+        c.data_dir,
+        split,
+        batch_size or c.global_batch_size,
+        mesh,
+        seed=seed,
+        image_size=c.image_size,
+        lengths=_lengths(c),
+        shuffle=shuffle,
+        num_epochs=num_epochs,
+        num_threads=c.num_threads,
+        dataset_kwargs=builder_kwargs(c),
+    )
+
+
+def abstract_batch(c: ml_collections.ConfigDict, batch_size: int | None = None) -> dict:
+    """Global shapes and dtypes of one batch, without reading data."""
+    b, s = batch_size or c.global_batch_size, c.image_size
+    i32 = jnp.int32
+    return {
+        "image": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32),
+        "caption_tokens": jax.ShapeDtypeStruct((b, c.caption_length), i32),
+        "question_tokens": jax.ShapeDtypeStruct((b, c.question_length), i32),
+        "answer_tokens": jax.ShapeDtypeStruct((b, c.answer_length), i32),
+        "question_type": jax.ShapeDtypeStruct((b,), i32),
+        "label": jax.ShapeDtypeStruct((b,), i32),
+        "objects": jax.ShapeDtypeStruct((b, scenes_spec.MAX_OBJECTS, 4), i32),
+        "num_objects": jax.ShapeDtypeStruct((b,), i32),
+        "example_id": jax.ShapeDtypeStruct((b,), i32),
+    }

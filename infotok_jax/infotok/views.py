@@ -1,0 +1,66 @@
+"""The fixed views of X, Y and T that the dependence estimators compare with the tokens Z.
+
+X: the image average-pooled to a small grid and flattened (a low-level pixel view; compressing what Z
+keeps about it is the bottleneck). Y: a multi-hot embedding of the task targets (scene attributes or a
+class label). T: a bag-of-words embedding of the paired caption. Y and T are data, so no gradient flows
+into them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from infotok_jax.data import scenes_spec
+
+
+def pixel_view(images_BxHxWx3: jax.Array, size: int) -> jax.Array:
+    """Average-pools images to (size, size) and flattens to (B, size*size*3)."""
+    b, h, w, c = images_BxHxWx3.shape
+    if h % size or w % size:
+        raise ValueError(f"config.infotok.x_view_size={size} must divide the image size {h}x{w}")
+    pooled = images_BxHxWx3.reshape(b, size, h // size, size, w // size, c).mean(axis=(2, 4))
+    return pooled.reshape(b, size * size * c)
+
+
+def token_view(z_BxNxD: jax.Array, view: str) -> jax.Array:
+    """One vector per image: the mean over tokens ("pooled") or all tokens concatenated ("flat")."""
+    if view == "pooled":
+        return z_BxNxD.mean(axis=1)
+    return z_BxNxD.reshape(z_BxNxD.shape[0], -1)
+
+
+def scene_attribute_embedding(objects_BxOx4: jax.Array) -> jax.Array:
+    """Multi-hot over (shape, color, size, cell) of every present object: (B, S + C + 2 + 9)."""
+    sizes = (
+        len(scenes_spec.SHAPES),
+        len(scenes_spec.COLORS),
+        len(scenes_spec.SIZES),
+        scenes_spec.NUM_CELLS,
+    )
+    parts = []
+    for column, size in enumerate(sizes):
+        values = objects_BxOx4[:, :, column]
+        hot = jax.nn.one_hot(values, size) * (values >= 0)[..., None]
+        parts.append(hot.sum(axis=1))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def label_embedding(labels_B: jax.Array, num_classes: int) -> jax.Array:
+    """One-hot class labels (B, num_classes); -1 gives a zero row."""
+    return jax.nn.one_hot(labels_B, num_classes) * (labels_B >= 0)[:, None]
+
+
+def caption_embedding(caption_tokens_BxL: jax.Array, vocab_size: int, pad_id: int = 0) -> jax.Array:
+    """L2-normalized bag-of-words counts of the caption tokens (padding excluded): (B, vocab_size)."""
+    counts = (jax.nn.one_hot(caption_tokens_BxL, vocab_size) * (caption_tokens_BxL != pad_id)[..., None]).sum(
+        1
+    )
+    return counts / jnp.maximum(jnp.linalg.norm(counts, axis=-1, keepdims=True), 1e-6)
+
+
+def target_embedding(batch: dict, num_classes: int) -> jax.Array:
+    """Y for the batch: scene attributes when present, else the class label."""
+    if "objects" in batch:
+        return scene_attribute_embedding(batch["objects"])
+    return label_embedding(batch["label"], num_classes)
