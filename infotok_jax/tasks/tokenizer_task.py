@@ -42,7 +42,6 @@ class TokenizerTask:
             )
         self.config = config
         self.model = tokenizer.SharedTokenizer(config.model)
-        data_lib.ensure_prepared(config.data)
 
     # Data --------------------------------------------------------------------------------------------
     def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
@@ -50,6 +49,7 @@ class TokenizerTask:
 
     def train_iterator(self, mesh: Mesh):
         data = self.config.data
+        data_lib.ensure_prepared(data)  # builds the dataset on first use; --compile_only never gets here
         return data_lib.make_pipeline(data, split=data.train_split, mesh=mesh, seed=self.config.seed)
 
     def eval_iterator(self, mesh: Mesh):

@@ -1,0 +1,75 @@
+"""The tokenizer experiment through the real binary (tiny mode), and its config validation."""
+
+import json
+
+import pytest
+
+from tests import training_harness as harness
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_env(tmp_path_factory):
+    return {"TFDS_DATA_DIR": str(tmp_path_factory.mktemp("tfds"))}
+
+
+def test_tiny_tokenizer_run_writes_checkpoints_metrics_and_pictures(tmp_path, data_env):
+    result = harness.run_training(
+        tmp_path, "tiny,arm=hsic", devices=2, config=harness.TOKENIZER_CONFIG, extra_env=data_env
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert harness.checkpoint_steps(tmp_path) == [3, 6]
+    metrics = harness.reporting.read_metrics(tmp_path)
+    assert sorted(metrics) == [1, 2, 3, 4, 5, 6]
+    train_keys = ("loss", "reconstruction_mse", "infotok/compression", "infotok/relevance")
+    eval_keys = ("eval/psnr", "eval/codebook_usage", "eval/nhsic_xz", "eval/nhsic_zy", "eval/nhsic_zt")
+    for key in (*train_keys, "tokenizer/codebook_perplexity", *eval_keys, "eval/rate_bits_per_token"):
+        assert key in metrics[6], key
+    assert 0.0 <= metrics[6]["eval/nhsic_xz"] <= 1.0
+    images = tmp_path / "images"
+    assert (images / "reconstructions_step000006.png").stat().st_size > 0
+    assert (images / "information_plane.png").stat().st_size > 0
+    assert json.loads((tmp_path / "config.json").read_text())["infotok"]["estimator"] == "hsic"
+
+
+@pytest.mark.parametrize(
+    "config_args, flags, expected",
+    [
+        ("tiny,quantizer=bogus", (), "quantizer"),
+        ("tiny,arm=vib,quantizer=fsq", (), "config.infotok.estimator"),
+        ("tiny", ("--config.infotok.beta=-1",), "config.infotok.beta"),
+        ("tiny,batch=6", (), "config.data.global_batch_size"),
+    ],
+)
+def test_invalid_tokenizer_config_fails_before_the_first_step(
+    tmp_path, data_env, config_args, flags, expected
+):
+    workdir = tmp_path / "run"
+    result = harness.run_training(
+        workdir,
+        config_args,
+        devices=4,
+        config=harness.TOKENIZER_CONFIG,
+        extra_flags=flags,
+        extra_env=data_env,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert expected in result.stderr
+    assert not workdir.exists()
+
+
+def test_compile_only_prints_memory_and_reads_no_data(tmp_path):
+    data_dir = tmp_path / "tfds"
+    result = harness.run_training(
+        tmp_path / "run",
+        "tiny",
+        devices=2,
+        config=harness.TOKENIZER_CONFIG,
+        extra_flags=("--compile_only",),
+        extra_env={"TFDS_DATA_DIR": str(data_dir)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "memory_analysis()" in result.stdout and "temp_size_in_bytes" in result.stdout
+    assert harness.checkpoint_steps(tmp_path / "run") == []
+    assert not data_dir.exists()
