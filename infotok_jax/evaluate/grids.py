@@ -1,0 +1,109 @@
+"""PNG grids for the README and for eyeballing a model: generations with their prompts, and QA examples.
+
+Rendering uses matplotlib's Agg canvas on a `Figure` object (no pyplot global state, no display), with a
+fixed cell size and dpi and no tight bounding box, so a grid of n examples in c columns is exactly
+(min(n, c) * cell_width * dpi) x (ceil(n / c) * cell_height * dpi) pixels.
+Generation cells show the image with its caption underneath (green when the oracle accepted it, red
+when not); QA cells show the image, the question, the predicted answer and the true answer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_OK, _BAD, _NEUTRAL = "#1a7f37", "#cf222e", "black"
+
+
+def grid_pixels(num: int, columns: int, cell_inches: tuple[float, float], dpi: int) -> tuple[int, int]:
+    """(width, height) in pixels of a grid of `num` cells laid out in at most `columns` columns."""
+    cols, rows = min(num, columns), math.ceil(num / columns)
+    return round(cols * cell_inches[0] * dpi), round(rows * cell_inches[1] * dpi)
+
+
+def _verdict_color(example: dict[str, Any], key: str) -> str:
+    return _NEUTRAL if key not in example else (_OK if example[key] else _BAD)
+
+
+def _draw_grid(
+    examples: Sequence[dict[str, Any]], path: str, columns: int, cell_inches: tuple[float, float], dpi: int,
+    title: str | None, label: Callable[[Figure, dict[str, Any], float, float], None], image_fraction: float,
+) -> tuple[int, int]:
+    """Lays out one image per cell, `label(fig, example, x, y)` drawing its text below (x, y in figure
+    fractions: the cell centre, just under the image); writes the PNG and returns its pixel size."""
+    if not examples:
+        raise ValueError("examples is empty; there is nothing to draw")
+    if columns < 1:
+        raise ValueError(f"columns={columns} must be >= 1")
+    rows = math.ceil(len(examples) / columns)
+    cell_w, cell_h = cell_inches
+    px_w, px_h = grid_pixels(len(examples), columns, cell_inches, dpi)
+    fig_w, fig_h = (px_w + 0.25) / dpi, (px_h + 0.25) / dpi  # Agg truncates inches * dpi to an int
+    fig = Figure(figsize=(fig_w, fig_h))
+    FigureCanvasAgg(fig)
+    title_h = 0.3 if title else 0.0  # inches at the top, taken from the first row's margin
+    side = min(cell_w * 0.9, (cell_h - title_h / rows) * image_fraction)
+    for k, example in enumerate(examples):
+        r, c = divmod(k, columns)
+        top = fig_h - title_h - r * (cell_h - title_h / rows) - 0.05  # inches from the bottom
+        left = c * cell_w + (cell_w - side) / 2
+        ax = fig.add_axes((left / fig_w, (top - side) / fig_h, side / fig_w, side / fig_h))
+        ax.imshow(np.clip(np.asarray(example["image"], np.float32), 0.0, 1.0), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label(fig, example, (c + 0.5) * cell_w / fig_w, (top - side - 0.06) / fig_h)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.0 - 0.05 / fig_h, va="top")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return px_w, px_h
+
+
+def generation_grid(
+    examples: Sequence[dict[str, Any]], path: str, columns: int = 8, title: str | None = None,
+    cell_inches: tuple[float, float] = (1.6, 2.2), dpi: int = 100, wrap: int = 26,
+) -> tuple[int, int]:
+    """Writes a PNG of generated images, each with its prompt below; returns its (width, height) in pixels.
+
+    Args:
+      examples: dicts with "image" (H, W, 3) in [0, 1] and "caption"; optional "all_correct" colors the text.
+      path: output PNG path (parent directories are created).
+      columns / cell_inches / dpi: layout; the image size is `grid_pixels(len(examples), columns, ...)`.
+      title: optional line above the grid. wrap: characters per caption line.
+    """
+    def label(fig: Figure, ex: dict[str, Any], x: float, y: float) -> None:
+        fig.text(x, y, "\n".join(textwrap.wrap(str(ex["caption"]), wrap)), ha="center", va="top",
+                 fontsize=6, color=_verdict_color(ex, "all_correct"))
+
+    return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction=0.66)
+
+
+def qa_grid(
+    examples: Sequence[dict[str, Any]], path: str, columns: int = 6, title: str | None = None,
+    cell_inches: tuple[float, float] = (1.8, 2.2), dpi: int = 100, wrap: int = 30,
+) -> tuple[int, int]:
+    """Writes a PNG of question-answer examples; returns its (width, height) in pixels.
+
+    Args:
+      examples: dicts with "image", "question", "predicted", "answer" and optional "correct" (colors the
+        prediction), as kept by `evaluate_understanding`.
+      path / columns / title / cell_inches / dpi / wrap: as `generation_grid`.
+    """
+    def label(fig: Figure, ex: dict[str, Any], x: float, y: float) -> None:
+        question = "\n".join(textwrap.wrap(f"Q: {ex['question']}", wrap))
+        fig.text(x, y, question, ha="center", va="top", fontsize=6)
+        lines = question.count("\n") + 1
+        dy = (lines + 0.4) * 8.0 / 72.0 / fig.get_figheight()  # 8 pt per 6-pt line
+        fig.text(x, y - dy, f"pred: {ex['predicted']}", ha="center", va="top", fontsize=6,
+                 color=_verdict_color(ex, "correct"), weight="bold")
+        fig.text(x, y - dy - 9.0 / 72.0 / fig.get_figheight(), f"true: {ex['answer']}", ha="center",
+                 va="top", fontsize=6)
+
+    return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction=0.68)
