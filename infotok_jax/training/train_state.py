@@ -69,7 +69,7 @@ def create_sharded_state(
 
 
 def _l2(tree: PyTree) -> jax.Array:
-    return optax.global_norm(tree)
+    return optax.tree.norm(tree)
 
 
 def make_train_step(
