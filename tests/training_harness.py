@@ -14,6 +14,7 @@ from infotok_jax.training import reporting
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOY_CONFIG = REPO / "tests" / "configs" / "toy_regression.py"
 TOKENIZER_CONFIG = REPO / "experiments" / "configs" / "tokenizer.py"
+HOST_CONFIG = REPO / "experiments" / "configs" / "host.py"
 
 
 def env_for(devices: int) -> dict[str, str]:

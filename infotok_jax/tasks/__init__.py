@@ -18,4 +18,10 @@ def build_task(config: ml_collections.ConfigDict):
         from infotok_jax.tasks.tokenizer_task import TokenizerTask
 
         return TokenizerTask(config)
-    raise ConfigError(f"config.task: unknown task {name!r}; choose one of 'tokenizer', 'toy_regression'")
+    if name == "host":
+        from infotok_jax.tasks.host_task import HostTask
+
+        return HostTask(config)
+    raise ConfigError(
+        f"config.task: unknown task {name!r}; choose one of 'host', 'tokenizer', 'toy_regression'"
+    )

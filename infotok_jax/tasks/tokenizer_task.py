@@ -18,7 +18,8 @@ from infotok_jax.data import experiment_data as data_lib
 from infotok_jax.training.config_checks import ConfigError
 
 
-def _psnr(recon: jax.Array, images: jax.Array) -> jax.Array:
+def psnr(recon: jax.Array, images: jax.Array) -> jax.Array:
+    """Mean per-image PSNR (peak 1.0) of reconstructions clipped to [0, 1]."""
     mse_B = jnp.mean(jnp.square(jnp.clip(recon, 0.0, 1.0) - images), axis=(1, 2, 3))
     return jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse_B, 1e-10)))
 
@@ -105,7 +106,7 @@ class TokenizerTask:
     def eval_metrics(self, variables, batch, rng):
         out = self.model.apply(variables, batch["image"], train=False, rngs={"sample": rng})
         metrics = {
-            "psnr": _psnr(out["recon"], batch["image"]),
+            "psnr": psnr(out["recon"], batch["image"]),
             "reconstruction_mse": jnp.mean(jnp.square(out["recon"] - batch["image"])),
             **out["metrics"],
         }
