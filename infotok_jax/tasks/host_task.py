@@ -10,12 +10,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import Mesh
 
 from infotok_jax import infotok
-from infotok_jax.data import experiment_data as data_lib
 from infotok_jax.mllm import hosts
-from infotok_jax.tasks.tokenizer_task import psnr
+from infotok_jax.tasks import base
 from infotok_jax.training.config_checks import ConfigError
 
 _LENGTH_FIELDS = (
@@ -26,18 +24,13 @@ _LENGTH_FIELDS = (
 )
 
 
-class HostTask:
+class HostTask(base.ExperimentTask):
     """Trains `config.host` (a host config with its tokenizer) on `config.data` with `config.infotok`."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        try:
-            hosts.validate_host_config(config.host)
-            infotok.validate(config.infotok, config.host.tokenizer.quantizer)
-        except ValueError as e:
-            message = str(e)
-            raise ConfigError(
-                message if message.startswith("config.") else f"config.host: {message}"
-            ) from None
+        base.validate_as_config_error("host", lambda: hosts.validate_host_config(config.host))
+        quantizer = config.host.tokenizer.quantizer
+        base.validate_as_config_error("infotok", lambda: infotok.validate(config.infotok, quantizer))
         if config.data.image_size != config.host.tokenizer.image_size:
             raise ConfigError(
                 f"config.host.tokenizer.image_size={config.host.tokenizer.image_size} must equal "
@@ -52,41 +45,9 @@ class HostTask:
         self.config = config
         self.model = hosts.build_host(config.host)
 
-    # Data --------------------------------------------------------------------------------------------
-    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
-        return data_lib.abstract_batch(self.config.data)
-
-    def train_iterator(self, mesh: Mesh):
-        data = self.config.data
-        data_lib.ensure_prepared(data)
-        return data_lib.make_pipeline(data, split=data.train_split, mesh=mesh, seed=self.config.seed)
-
-    def eval_iterator(self, mesh: Mesh):
-        data = self.config.data
-        return data_lib.make_pipeline(
-            data,
-            split=data.eval_split,
-            mesh=mesh,
-            seed=self.config.seed,
-            shuffle=False,
-            num_epochs=1,
-            batch_size=data.eval_batch_size,
-        )
-
-    # Model -------------------------------------------------------------------------------------------
     def init_variables(self, rng, batch):
         del batch
         return dict(hosts.init_variables(self.model, rng))
-
-    def _views(self, batch, tokenizer_out):
-        c = self.config
-        return dict(
-            x_view_BxF=infotok.pixel_view(batch["image"], c.infotok.x_view_size),
-            z_BxNxD=tokenizer_out[c.infotok.z_source],
-            y_BxE=infotok.target_embedding(batch, c.data.num_classes),
-            t_BxE=infotok.caption_embedding(batch["caption_tokens"], c.data.text_vocab_size),
-            tokenizer_out=tokenizer_out,
-        )
 
     def loss(self, params, mutable, batch, rng, step):
         sample_rng, revive_rng = jax.random.split(rng)
@@ -98,7 +59,7 @@ class HostTask:
             mutable=list(mutable),
         )
         regularizer, ib_metrics = infotok.regularizer(
-            self.config.infotok, **self._views(batch, tokenizer_out), step=step
+            self.config.infotok, **self.infotok_views(batch, tokenizer_out), step=step
         )
         return host_loss + regularizer, ({**metrics, **ib_metrics}, dict(new_mutable))
 
@@ -106,8 +67,10 @@ class HostTask:
         _, metrics, tokenizer_out = self.model.apply(variables, batch, train=False)
         metrics = dict(metrics)
         if "recon" in tokenizer_out:
-            metrics["psnr"] = psnr(tokenizer_out["recon"], batch["image"])
-        metrics.update(infotok.dependence_metrics(self.config.infotok, **self._views(batch, tokenizer_out)))
+            metrics["psnr"] = base.psnr(tokenizer_out["recon"], batch["image"])
+        metrics.update(
+            infotok.dependence_metrics(self.config.infotok, **self.infotok_views(batch, tokenizer_out))
+        )
         return metrics
 
     def visualize(self, variables, batch):
@@ -115,6 +78,3 @@ class HostTask:
         generated = hosts.generate(self.model, variables, captions, jax.random.key(0))["images"]
         images = batch["image"][:8]
         return {"generations": jnp.stack([images, jnp.clip(generated, 0.0, 1.0)])}
-
-    def information_plane_keys(self) -> tuple[str, str]:
-        return ("eval/nhsic_xz", "eval/nhsic_zy")
