@@ -1,0 +1,179 @@
+"""The study runner end to end on tiny runs, its plan, and the base config's ahead-of-time compile."""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from infotok_jax.study import protocol
+from infotok_jax.training import reporting
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+STUDY = [sys.executable, str(REPO / "experiments" / "run_study.py")]
+
+
+def _env(tmp_data: pathlib.Path, devices: int = 1) -> dict[str, str]:
+    return {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "TFDS_DATA_DIR": str(tmp_data),
+    }
+
+
+def test_plan_shares_default_points_with_main_and_names_overrides():
+    main = protocol.plan("main", ["ar"], ["none", "vib", "hsic"], [0, 1, 2], steps=7, extra="tiny")
+    assert [r.name for r in main][:3] == ["ar-none-s0", "ar-none-s1", "ar-none-s2"] and len(main) == 9
+    assert all(r.steps == 4 for r in main)  # tiny caps num_train_steps at 4, whatever steps= asks
+    beta = protocol.plan("beta", ["ar"], ["none", "vib", "hsic"], [0], steps=None)
+    assert {r.arm for r in beta} == {"vib", "hsic"}
+    hsic = [r for r in beta if r.arm == "hsic"]
+    assert [r.value for r in hsic] == pytest.approx([0.0006, 0.006, 0.06, 0.6])  # x the default 0.006
+    assert [r.name for r in hsic if not r.overrides] == ["ar-hsic-s0"]  # the default point IS the main run
+    assert "--config.infotok.beta=0.06" in hsic[2].train_command(pathlib.Path("/r"))
+    tokens = protocol.plan("tokens", ["masked"], ["vib"], [3], steps=None)
+    assert [(r.name, r.value) for r in tokens] == [("masked-vib-s3", 16), ("masked-vib-tokens64-s3", 64)]
+    assert tokens[1].config_arg.endswith("tokens=64")
+    unbiased = protocol.plan("hsic_estimator", ["ar"], ["vib", "hsic"], [0], steps=None)[1]
+    assert unbiased.overrides == ("--config.infotok.hsic_estimator=unbiased",)
+    with pytest.raises(ValueError, match="--sweep"):
+        protocol.plan("lr", ["ar"], ["none"], [0], steps=None)
+    with pytest.raises(ValueError, match="--hosts"):
+        protocol.plan("main", ["gpt"], ["none"], [0], steps=None)
+
+
+def test_dry_run_prints_both_commands_and_writes_nothing(tmp_path):
+    out = subprocess.run(
+        [
+            *STUDY,
+            f"--root={tmp_path / 'root'}",
+            "--sweep=no_consistency",
+            "--hosts=continuous",
+            "--seeds=5",
+            "--dry_run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("-m infotok_jax.train") == 4 and out.stdout.count("-m infotok_jax.evaluate") == 4
+    assert "--config.infotok.lambda_c=0" in out.stdout and "host=continuous,arm=hsic,seed=5" in out.stdout
+    assert not (tmp_path / "root").exists()
+
+
+def _cell(table: str, host: str, arm: str, column: str) -> tuple[float, float]:
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[:2] == [host, arm]:
+            mean, std = re.fullmatch(r"(\S+) ± (\S+)", cells[head.index(column)]).groups()
+            return float(mean), float(std)
+    raise AssertionError(f"no row {host}/{arm}")
+
+
+@pytest.mark.slow
+def test_study_runs_skips_complete_runs_and_aggregates_their_files(tmp_path):
+    root, env = tmp_path / "study", _env(tmp_path / "tfds")
+    flags = [f"--root={root}", "--hosts=ar", "--arms=none,hsic", "--seeds=0,1", "--steps=2", "--extra=tiny"]
+    first = subprocess.run([*STUDY, *flags], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    names = ["ar-none-s0", "ar-none-s1", "ar-hsic-s0", "ar-hsic-s1"]
+    assert all(f"{n}: done" in first.stdout for n in names), first.stdout
+    checkpoint = root / "runs" / "ar-hsic-s1" / "checkpoints" / "2"
+    mtime = checkpoint.stat().st_mtime_ns
+
+    second = subprocess.run([*STUDY, *flags], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert all(f"{n}: SKIP (complete at step 2)" in second.stdout for n in names), second.stdout
+    assert checkpoint.stat().st_mtime_ns == mtime
+
+    out = root / "study"
+    for png in ("information_plane.png", "bars.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table, results = (out / "table.md").read_text(), json.loads((out / "results.json").read_text())
+    groups = {(g["host"], g["arm"]): g for g in results["groups"]}
+    for arm in ("none", "hsic"):
+        scores = [
+            json.loads(
+                (root / "runs" / f"ar-{arm}-s{s}" / "eval" / "step_000002" / "metrics.json").read_text()
+            )
+            for s in (0, 1)
+        ]
+        histories = [reporting.read_metrics(root / "runs" / f"ar-{arm}-s{s}") for s in (0, 1)]
+        for key, column, values in (
+            (
+                "validation/reconstruction/psnr",
+                "PSNR dB (val)",
+                [d["validation/reconstruction/psnr"] for d in scores],
+            ),
+            (
+                "holdout/understanding/accuracy",
+                "understanding acc (holdout)",
+                [d["holdout/understanding/accuracy"] for d in scores],
+            ),
+            ("eval/nhsic_xz", "nHSIC(X,Z)", [h[2]["eval/nhsic_xz"] for h in histories]),
+        ):
+            stats = groups[("ar", arm)]["metrics"][key]
+            assert stats["mean"] == pytest.approx(np.mean(values), rel=1e-12)
+            assert stats["std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9, abs=1e-12)
+            digits = 2 if "PSNR" in column else 3
+            assert _cell(table, "ar", arm, column) == (
+                round(np.mean(values), digits),
+                round(np.std(values, ddof=1), digits),
+            )
+    assert groups[("ar", "none")]["metrics"]["step_time_vs_baseline"]["values"] == [1.0, 1.0]
+    assert groups[("ar", "hsic")]["complete"] == 2
+
+
+def _load_base(arg: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("base_config", REPO / "experiments" / "configs" / "base.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def test_base_config_is_a_bf16_pod_config_over_100m_parameters_on_tfds():
+    import flax.linen as nn
+    import jax
+
+    from infotok_jax.mllm import hosts
+
+    config = _load_base("")
+    assert config.data.name == "tfds:imagenet2012" and config.mesh_shape == (1, -1, 1)
+    assert config.host.lm.dtype == config.host.tokenizer.dtype == "bfloat16"
+    model = hosts.build_host(config.host)
+    shapes = jax.eval_shape(lambda k: hosts.init_variables(model, k), jax.random.key(0))
+    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))  # noqa: E731
+    params = nn.unbox(shapes["params"])
+    assert count(params["lm"]) >= 100e6 and count(params) >= 200e6
+    smoke = _load_base("smoke,host=continuous")
+    assert smoke.host.tokenizer.image_size == smoke.data.image_size == 32
+
+
+@pytest.mark.slow
+def test_base_smoke_compiles_ahead_of_time_on_simulated_devices_without_data(tmp_path):
+    command = [
+        sys.executable,
+        str(REPO / "experiments" / "aot_compile.py"),
+        "--config=experiments/configs/base.py:smoke",
+        "--topology=cpu:4",
+    ]
+    out = subprocess.run(
+        command, env=_env(tmp_path / "no_data"), capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "mesh: {'data': 1, 'fsdp': 4, 'model': 1}" in out.stdout
+    total = float(re.search(r"total (\S+)", out.stdout).group(1))
+    assert 0 < total < 0.1  # GiB per device at the smoke size
+    assert not (tmp_path / "no_data").exists()  # nothing was built or read
