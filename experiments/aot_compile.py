@@ -37,12 +37,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _TOPOLOGY = flags.DEFINE_string(
     "topology", "v5e:8x8", "TPU topology name for libtpu (v5e:8x8, v4:4x4x4, v5p:4x4x4, v6e:8x8) or cpu:N."
 )
-_CONSTRAINTS = flags.DEFINE_bool(
-    "activation_constraints",
-    False,
-    "Lower inside jax.set_mesh + nn.logical_axis_rules so the models' logical activation constraints take "
-    "effect (the trainer does not set them: without, activation layouts come from GSPMD propagation).",
-)
 flags.mark_flags_as_required(["config"])
 
 GIB = 1024**3
@@ -60,40 +54,27 @@ def _devices(topology: str):
     return topologies.get_topology_desc(platform="tpu", topology_name=topology).devices
 
 
-def compile_train_step(config, devices, activation_constraints: bool = False):
-    """(compiled train step, mesh, parameter count) for `config` on a mesh over `devices`."""
-    import contextlib
+def compile_train_step(config, devices):
+    """(compiled train step, mesh, parameter count) for `config` on a mesh over `devices`.
 
-    import flax.linen as nn
+    Lowers exactly what the training binary runs: `train_state.setup` inside `sharding.logical_sharding`.
+    """
     import jax
     import numpy as np
 
     from infotok_jax import sharding as sharding_lib
     from infotok_jax import tasks
     from infotok_jax.training import config_checks, train_state
-    from infotok_jax.training import optimizer as optimizer_lib
 
     config_checks.check_training_config(config)
     task = tasks.build_task(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape, devices)
-    batch = task.abstract_batch()
-    config_checks.check_batch_divisibility(next(iter(batch.values())).shape[0], mesh)
-    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.num_train_steps)
-    batch_shardings = train_state.batch_shardings_for(batch, mesh)
-    batch = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), batch, batch_shardings
-    )
-    abstract_state, shardings = train_state.state_shardings(
-        task, tx, mesh, jax.random.key(config.seed), batch
-    )
-    step = train_state.make_train_step(task, tx, schedule, config.seed, mesh, shardings, batch_shardings)
-    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
-    context = contextlib.ExitStack()
-    if activation_constraints:
-        context.enter_context(jax.set_mesh(mesh))
-        context.enter_context(nn.logical_axis_rules(sharding_lib.LOGICAL_AXIS_RULES))
-    with context:
-        return step.lower(abstract_state, batch).compile(), mesh, num_params
+    config_checks.check_batch_divisibility(next(iter(task.abstract_batch().values())).shape[0], mesh)
+    step_setup = train_state.setup(task, config, mesh)
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(step_setup.abstract_state.params))
+    with sharding_lib.logical_sharding(mesh):
+        compiled = step_setup.train_step.lower(step_setup.abstract_state, step_setup.abstract_batch).compile()
+    return compiled, mesh, num_params
 
 
 def main(argv: list[str]) -> None:
@@ -110,7 +91,7 @@ def main(argv: list[str]) -> None:
 
         compilation_cache.enable(int(topology[4:]))  # the binaries' persistent cache (CPU only)
     start = time.perf_counter()
-    compiled, mesh, num_params = compile_train_step(_CONFIG.value, _devices(topology), _CONSTRAINTS.value)
+    compiled, mesh, num_params = compile_train_step(_CONFIG.value, _devices(topology))
     seconds = time.perf_counter() - start
     m = compiled.memory_analysis()
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes

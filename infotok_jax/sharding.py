@@ -22,8 +22,10 @@ Logical names used by the models:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -95,3 +97,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_axis_size(mesh: Mesh) -> int:
     """Number of shards the batch axis is split into."""
     return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+@contextlib.contextmanager
+def logical_sharding(mesh: Mesh) -> Iterator[Mesh]:
+    """Makes the models' logical activation constraints bind while tracing inside this context.
+
+    `nn.with_logical_constraint` is a no-op unless logical axis rules and a mesh are in scope when the
+    function is traced; `jax.set_mesh` must be entered outside `jax.jit`, so trace, lower and call jitted
+    steps inside `with logical_sharding(mesh):`.
+    """
+    with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+        yield mesh

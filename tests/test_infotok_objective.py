@@ -53,6 +53,18 @@ def test_scene_attribute_embedding_counts_present_objects():
     assert emb[s + c + 2 + 4] == 1 and emb[s + c + 2 + 8] == 1 and emb.sum() == 8
 
 
+def test_target_embedding_uses_labels_for_labeled_datasets():
+    batch = {"label": jnp.asarray([2, 0]), "objects": -jnp.ones((2, 3, 4), jnp.int32)}
+    np.testing.assert_array_equal(infotok.target_embedding(batch, 3), [[0, 0, 1], [1, 0, 0]])
+    scenes = {
+        "label": -jnp.ones((1,), jnp.int32),
+        "objects": jnp.asarray([[[1, 2, 0, 3], [-1] * 4, [-1] * 4]]),
+    }
+    np.testing.assert_array_equal(
+        infotok.target_embedding(scenes, 0), infotok.scene_attribute_embedding(scenes["objects"])
+    )
+
+
 def test_caption_embedding_ignores_padding_and_is_unit_norm():
     tokens = jnp.asarray([[1, 5, 5, 2, 0, 0], [1, 3, 2, 0, 0, 0]])
     emb = np.asarray(infotok.caption_embedding(tokens, 8))

@@ -21,23 +21,18 @@ from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.evaluate import report
 from infotok_jax.mllm import hosts
 from infotok_jax.training import checkpointing, train_state
-from infotok_jax.training import optimizer as optimizer_lib
 
 
 def restore_variables(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Any, dict, int]:
     """(task, variables of the latest checkpoint, its step); raises FileNotFoundError without one."""
     task = tasks.build_task(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape)
-    tx, _ = optimizer_lib.make_optimizer(config.optimizer, config.num_train_steps)
-    batch = task.abstract_batch()
-    shardings = train_state.batch_shardings_for(batch, mesh)
-    batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), batch, shardings)
-    abstract_state, _ = train_state.state_shardings(task, tx, mesh, jax.random.key(config.seed), batch)
+    step_setup = train_state.setup(task, config, mesh)
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     step = checkpointer.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}; train first")
-    state, _, _ = checkpointer.restore(step, abstract_state)
+    state, _, _ = checkpointer.restore(step, step_setup.abstract_state)
     checkpointer.close()
     return task, state.variables(), step
 

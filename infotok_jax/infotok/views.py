@@ -60,7 +60,8 @@ def caption_embedding(caption_tokens_BxL: jax.Array, vocab_size: int, pad_id: in
 
 
 def target_embedding(batch: dict, num_classes: int) -> jax.Array:
-    """Y for the batch: scene attributes when present, else the class label."""
-    if "objects" in batch:
-        return scene_attribute_embedding(batch["objects"])
-    return label_embedding(batch["label"], num_classes)
+    """Y for the batch: the one-hot class label for labeled datasets (num_classes > 0), else the scene
+    attributes (every batch carries an `objects` field, filled with -1 outside the scenes dataset)."""
+    if num_classes > 0:
+        return label_embedding(batch["label"], num_classes)
+    return scene_attribute_embedding(batch["objects"])

@@ -8,6 +8,7 @@ draws exactly the randomness of an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,12 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from infotok_jax import sharding as sharding_lib
+from infotok_jax.training import optimizer as optimizer_lib
 from infotok_jax.training.task import Batch, Task
 
 PyTree = Any
@@ -112,3 +115,33 @@ def make_train_step(
 def batch_shardings_for(batch: Batch, mesh: Mesh) -> PyTree:
     """Shardings of a batch: leading axis over the mesh's batch axes."""
     return jax.tree.map(lambda x: sharding_lib.batch_sharding(mesh, x.ndim), batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+    """Everything needed to create, restore, lower or run the train step of `config` on `mesh`."""
+
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    abstract_batch: PyTree  # ShapeDtypeStructs with batch shardings
+    batch_shardings: PyTree
+    abstract_state: TrainState  # ShapeDtypeStructs with state shardings (restore target)
+    state_shardings: TrainState
+    train_step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh) -> StepSetup:
+    """Optimizer, abstract sharded batch and state, and the jitted step; reads no data.
+
+    Trace, lower and call the step inside `sharding.logical_sharding(mesh)` so that activation
+    constraints bind.
+    """
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.num_train_steps)
+    batch = task.abstract_batch()
+    batch_shardings = batch_shardings_for(batch, mesh)
+    batch = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), batch, batch_shardings
+    )
+    abstract_state, shardings = state_shardings(task, tx, mesh, jax.random.key(config.seed), batch)
+    step = make_train_step(task, tx, schedule, config.seed, mesh, shardings, batch_shardings)
+    return StepSetup(tx, schedule, batch, batch_shardings, abstract_state, shardings, step)

@@ -22,7 +22,6 @@ from absl import logging
 
 from infotok_jax import sharding as sharding_lib
 from infotok_jax.training import checkpointing, config_checks, plots, reporting
-from infotok_jax.training import optimizer as optimizer_lib
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
@@ -92,18 +91,16 @@ def train_and_evaluate(
     config_checks.check_workdir_writable(workdir)
     checkpointing.check_or_record_config(workdir, config)
 
-    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.num_train_steps)
     init_rng = jax.random.key(config.seed)
-    batch_shardings = train_state_lib.batch_shardings_for(abstract_batch, mesh)
-    abstract_batch = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_batch, batch_shardings
-    )
-    abstract_state, state_shardings = train_state_lib.state_shardings(
-        task, tx, mesh, init_rng, abstract_batch
-    )
-    train_step = train_state_lib.make_train_step(
-        task, tx, schedule, config.seed, mesh, state_shardings, batch_shardings
-    )
+    step_setup = train_state_lib.setup(task, config, mesh)
+    with sharding_lib.logical_sharding(mesh):
+        return _run(task, config, workdir, mesh, step_setup, init_rng, compile_only)
+
+
+def _run(task, config, workdir, mesh, step_setup, init_rng, compile_only) -> dict[str, float]:
+    """The body of `train_and_evaluate`, traced and run inside the logical sharding context."""
+    abstract_state, abstract_batch = step_setup.abstract_state, step_setup.abstract_batch
+    train_step = step_setup.train_step
     if compile_only:
         compiled = train_step.lower(abstract_state, abstract_batch).compile()
         memory = compiled.memory_analysis()
@@ -118,7 +115,9 @@ def train_and_evaluate(
         train_iter.set_state(data_state)
         logging.info("Resumed from %s at step %d", workdir / "checkpoints", latest)
     else:
-        state = train_state_lib.create_sharded_state(task, tx, state_shardings, init_rng, abstract_batch)
+        state = train_state_lib.create_sharded_state(
+            task, step_setup.tx, step_setup.state_shardings, init_rng, abstract_batch
+        )
         if config.get("init_from"):
             state = _restore_params_only(config.init_from, abstract_state, state)
     start_step = int(jax.device_get(state.step))
