@@ -9,15 +9,26 @@ Entry points:
 See docs/data.md.
 """
 
-from infotok_jax.data.pipeline import InputPipeline, iterate_numpy, make_pipeline
-from infotok_jax.data.preparation import PreparedDataset, dataset_path, open_prepared, prepare
-from infotok_jax.data.registry import REGISTRY, get_spec
-from infotok_jax.data.scene_oracle import score, score_batch
-from infotok_jax.data.text_tokenizer import TextTokenizer, WordTokenizer
-from infotok_jax.data.tfds_adapter import FIELDS, TextLengths
+from __future__ import annotations
 
-__all__ = [
-    "FIELDS", "REGISTRY", "InputPipeline", "PreparedDataset", "TextLengths", "TextTokenizer",
-    "WordTokenizer", "dataset_path", "get_spec", "iterate_numpy", "make_pipeline", "open_prepared",
-    "prepare", "score", "score_batch",
-]
+import importlib
+from typing import Any
+
+# Names are resolved on first use (PEP 562), so `from infotok_jax.data import scenes_spec` (pure numpy:
+# used by the objective, the hosts and the oracle) does not import TFDS and grain.
+_EXPORTS = {
+    "InputPipeline": "pipeline", "iterate_numpy": "pipeline", "make_pipeline": "pipeline",
+    "PreparedDataset": "preparation", "dataset_path": "preparation", "open_prepared": "preparation",
+    "prepare": "preparation", "REGISTRY": "registry", "get_spec": "registry", "score": "scene_oracle",
+    "score_batch": "scene_oracle", "TextTokenizer": "text_tokenizer", "WordTokenizer": "text_tokenizer",
+    "FIELDS": "tfds_adapter", "TextLengths": "tfds_adapter",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'infotok_jax.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"infotok_jax.data.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)
