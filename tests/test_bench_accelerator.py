@@ -1,5 +1,6 @@
-"""CPU proof for experiments/bench_accelerator.py: every section is produced with finite numbers and every
-fast path (dense/blocked x fast/exact, value and gradient, batched) equals the float64 reference.
+"""CPU proof for experiments/bench_accelerator.py (driver) and infotok_jax.benchmarks (library): every
+section is produced with finite numbers and every fast path (dense/blocked x fast/exact, value and
+gradient, batched) equals the float64 reference.
 
 The benchmark's own float64 reference is checked against the explicit-H NumPy reference of the estimator
 tests and its analytic gradient against finite differences, so its accuracy columns mean what they say.
@@ -19,6 +20,8 @@ import numpy as np
 import pytest
 
 from infotok_jax import estimators as est
+from infotok_jax import tokenizer as tok
+from infotok_jax.benchmarks import PROFILES, hsic_bench, step_bench
 from infotok_jax.mllm.hosts import common as host_common
 from tests import estimator_references as ref
 
@@ -53,7 +56,7 @@ def test_every_section_present_with_finite_numbers(run):
     assert data["markdown"] == returned["markdown"] and data["done"] == [{"ok": True}]
     assert {r["what"] for r in data["floors"]} == {"bf16", "float32 DEFAULT (TF32)", "float32 HIGHEST"}
     assert all(_finite_positive(r["tflops"]) for r in data["floors"])
-    sizes = bench.PROFILES["tiny"]["sizes"]
+    sizes = PROFILES["tiny"]["sizes"]
     combos = {(r["n"], r["precision"], r["variant"]) for r in data["hsic"]}
     assert combos == {(n, p, v) for n in sizes for p in ("fast", "exact") for v in ("dense", "blocked")}
     for r in data["hsic"]:
@@ -65,7 +68,8 @@ def test_every_section_present_with_finite_numbers(run):
     (batched,) = data["batched"]
     assert batched["sets"] == 12 and _finite_positive(batched["batched_s"], batched["separate_s"],
                                                       batched["batched_over_floor"], batched["speedup"])
-    assert [(r["kind"], r["estimator"]) for r in data["steps"]] == [("tokenizer", a) for a in bench.ALL_ARMS]
+    steps = [(r["kind"], r["estimator"]) for r in data["steps"]]
+    assert steps == [("tokenizer", a) for a in step_bench.ALL_ARMS]
     for r in data["steps"]:
         assert r["loss_finite"]
         assert _finite_positive(r["step_s"], r["mfu"], r["model_flops"], r["images_per_s"])
@@ -78,8 +82,8 @@ def test_every_hsic_accuracy_check_passed(run):
     _, data = run
     for r in data["hsic"]:
         assert r["check_passed"], r
-        assert r["rel_err"] <= bench.VALUE_TOL[r["precision"]]
-        assert r["grad_rel_err"] <= bench.GRAD_TOL[r["precision"]]
+        assert r["rel_err"] <= hsic_bench.VALUE_TOL[r["precision"]]
+        assert r["grad_rel_err"] <= hsic_bench.GRAD_TOL[r["precision"]]
     assert data["batched"][0]["check_passed"] and data["checks_passed"]
 
 
@@ -88,7 +92,7 @@ def test_reference_matches_explicit_h_and_finite_differences():
     x, y = rng.standard_normal((12, 3)), rng.standard_normal((12, 2))
     y[:, 0] += np.tanh(x[:, 0])
     bw = (1.3, 0.9)
-    value, grad = bench.reference(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), bw)
+    value, grad = hsic_bench.reference(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), bw)
     x32, y32 = np.asarray(x, np.float32).astype(np.float64), np.asarray(y, np.float32).astype(np.float64)
     explicit = lambda a: ref.hsic_biased(ref.gram(a, "gaussian", bw[0]), ref.gram(y32, "gaussian", bw[1]))  # noqa: E731
     np.testing.assert_allclose(value, explicit(x32), rtol=1e-10)
@@ -105,16 +109,16 @@ def test_dense_helper_is_the_public_dense_path():
     x = jnp.asarray(rng.standard_normal((64, 5)), jnp.float32)
     y = jnp.asarray(rng.standard_normal((64, 4)), jnp.float32) + x[:, :4]
     expected = est.hsic(x, y, bandwidth_x=2.0, bandwidth_y=1.5)  # n <= 1024, block_size=None: dense
-    np.testing.assert_allclose(bench.dense_hsic(x, y, (2.0, 1.5), "exact"), expected, rtol=1e-6)
+    np.testing.assert_allclose(hsic_bench.dense_hsic(x, y, (2.0, 1.5), "exact"), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["ar", "masked", "continuous"])
 def test_lm_sequence_lengths_match_host_layouts(kind):
-    c = bench.host_config(kind, "tiny")
-    v, n, b = host_common.vocab_for(c), bench.tok.num_tokens(c.tokenizer), 2
+    c = step_bench.host_config(kind, "tiny")
+    v, n, b = host_common.vocab_for(c), tok.num_tokens(c.tokenizer), 2
     question = jnp.ones((b, c.max_question_len), jnp.int32)
     answer = jnp.ones((b, c.max_answer_len), jnp.int32)
     caption = jnp.ones((b, c.max_caption_len), jnp.int32)
     und = host_common.understanding_layout(question, answer, n, v, c.pad_id)["tokens"].shape[1]
     gen = host_common.generation_layout(caption, n, v, c.pad_id, with_eoi=kind != "ar")["tokens"].shape[1]
-    assert bench.lm_sequence_lengths(c) == (und, gen)
+    assert step_bench.lm_sequence_lengths(c) == (und, gen)
