@@ -1,9 +1,9 @@
 r"""A unified MLLM host trained jointly for understanding and generation through the shared tokenizer.
 
-Train (default: AR host on captioned scenes 32x32 with InfoTok(HSIC)):
-  python -m infotok_jax.train --config=experiments/configs/host.py --workdir=/tmp/host_ar
+Train (default: masked host on captioned scenes 32x32 with InfoTok(HSIC)):
+  python -m infotok_jax.train --config=experiments/configs/host.py --workdir=/tmp/host_masked
 Evaluate a trained run (understanding accuracy, oracle-scored generation, PSNR, grids):
-  python -m infotok_jax.evaluate --config=experiments/configs/host.py --workdir=/tmp/host_ar
+  python -m infotok_jax.evaluate --config=experiments/configs/host.py --workdir=/tmp/host_masked
 Variants, as comma-separated arguments after the file name:
   host=ar|masked|continuous   arm=none|vib|hsic   tokens=16|64   nuisance=<0..1>   steps=<int>
   batch=<int>   seed=<int>   tiny (CPU smoke test)
@@ -19,7 +19,7 @@ from infotok_jax.data import experiment_data
 from infotok_jax.mllm import hosts
 from infotok_jax.training import optimizer
 
-ARGS = dict(host="ar", arm="hsic", tokens=16, nuisance=0.5, steps=2000, batch=64, seed=0, tiny=False)
+ARGS = dict(host="masked", arm="hsic", tokens=16, nuisance=0.5, steps=1500, batch=64, seed=0, tiny=False)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
