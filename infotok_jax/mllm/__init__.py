@@ -5,6 +5,7 @@ attention_masks  masks as data: causal, padding, prefix-LM, Show-o omni, cached 
 kv_cache         "cache" collection helpers: init, slot writes, positions for padded prompts
 sampling         temperature / top-k / top-p, CFG, cached AR generation, MaskGIT parallel decoding
 flops            honest model-FLOP counts for MFU
+hosts            the three unified-MLLM hosts (ar, masked, continuous) on the shared tokenizer
 """
 
 from infotok_jax.mllm.backbone import Transformer, TransformerConfig
