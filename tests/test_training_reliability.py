@@ -144,3 +144,21 @@ def test_two_processes_match_one_process(tmp_path):
     for step in expected:
         assert observed[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-5)
         assert observed[step]["l2_params"] == pytest.approx(expected[step]["l2_params"], rel=1e-5)
+
+
+def test_relative_workdir_trains_checkpoints_and_resumes(tmp_path):
+    command = [*harness.train_command("runs/toy", "steps=6,ckpt=3"), "--config.num_train_steps=3"]
+    first = harness.subprocess.run(
+        command, env=harness.env_for(2), capture_output=True, text=True, cwd=tmp_path
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = harness.subprocess.run(
+        harness.train_command("runs/toy", "steps=6,ckpt=3"),
+        env=harness.env_for(2),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "at step 3" in second.stderr
+    assert harness.checkpoint_steps(tmp_path / "runs" / "toy") == [3, 6]

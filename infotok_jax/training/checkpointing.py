@@ -114,6 +114,8 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save,
         )
+        # orbax's tensorstore backend rejects relative paths; `--workdir=runs/x` must still work.
+        directory = pathlib.Path(directory).absolute()
         self._manager = ocp.CheckpointManager(directory, item_names=_ITEMS, options=options)
 
     def latest_step(self) -> int | None:
