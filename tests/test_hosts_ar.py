@@ -1,5 +1,6 @@
 """AR host: joint training lowers the loss, VQ state updates, understanding gradients reach the tokenizer
-encoder, KV-cached code sampling equals uncached recomputation, answer() equals uncached greedy decoding."""
+encoder only when lm_grad_to_tokenizer > 0, KV-cached code sampling equals uncached recomputation,
+answer() equals uncached greedy decoding."""
 
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ def test_vq_state_updates_only_when_training_with_mutable_state():
     np.testing.assert_array_equal(mut_eval["state"]["tokenizer"]["quantizer"]["codebook"], before["codebook"])
 
 
-def test_understanding_gradients_reach_the_tokenizer_encoder():
-    encoder, decoder = understanding_grads(*initial())
+def test_understanding_gradients_reach_the_tokenizer_encoder_only_when_enabled():
+    assert understanding_grads(*initial()) == (0.0, 0.0)  # AR default: lm_grad_to_tokenizer = 0
+    encoder, decoder = understanding_grads(*init_host(tiny_config("ar", lm_grad_to_tokenizer=1.0)))
     assert encoder > 0.0
     assert decoder == 0.0  # control: the decoder is not on the understanding path
 

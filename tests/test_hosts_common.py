@@ -223,3 +223,27 @@ def test_every_host_parameter_has_logical_axes_that_map_to_the_mesh(kind):
     mesh = sharding.make_mesh((2, 2, 2))
     specs = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, sharding.LOGICAL_AXIS_RULES)
     assert len(jax.tree.leaves(specs)) == len(leaves)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_lm_grad_to_tokenizer_scales_only_the_lm_gradient_into_the_encoder(scale):
+    base_model, variables = init_host(tiny_config("ar", lm_grad_to_tokenizer=1.0))
+    scaled_model = hosts.build_host(tiny_config("ar", lm_grad_to_tokenizer=scale))
+    batch = scene_batch()
+
+    def grads(model, name):
+        def loss_fn(params):
+            (_, metrics, _), _ = model.apply({**variables, "params": params}, batch, train=True,
+                                             mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)})
+            return metrics[name]
+        return jax.jit(jax.grad(loss_fn))(variables["params"])
+
+    for name in ("loss/understanding", "loss/generation"):
+        full, scaled = grads(base_model, name), grads(scaled_model, name)
+        encoder_full = optax.tree.norm(full["tokenizer"]["encoder"])
+        np.testing.assert_allclose(optax.tree.norm(scaled["tokenizer"]["encoder"]), scale * encoder_full,
+                                   rtol=1e-4, atol=1e-8)
+        np.testing.assert_allclose(optax.tree.norm(scaled["lm"]), optax.tree.norm(full["lm"]), rtol=1e-5)
+    recon_full = grads(base_model, "loss/reconstruction")["tokenizer"]["encoder"]
+    recon_scaled = grads(scaled_model, "loss/reconstruction")["tokenizer"]["encoder"]
+    np.testing.assert_allclose(optax.tree.norm(recon_scaled), optax.tree.norm(recon_full), rtol=1e-6)

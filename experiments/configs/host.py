@@ -6,7 +6,7 @@ Evaluate a trained run (understanding accuracy, oracle-scored generation, PSNR, 
   python -m infotok_jax.evaluate --config=experiments/configs/host.py --workdir=/tmp/host_masked
 Variants, as comma-separated arguments after the file name:
   host=ar|masked|continuous   arm=none|vib|hsic   tokens=16|64   nuisance=<0..1>   steps=<int>
-  batch=<int>   seed=<int>   tiny (CPU smoke test)
+  batch=<int>   seed=<int>   eval_every=<int>   tiny (CPU smoke test)
   e.g. --config=experiments/configs/host.py:host=masked,arm=vib
 """
 
@@ -19,7 +19,8 @@ from infotok_jax.data import experiment_data
 from infotok_jax.mllm import hosts
 from infotok_jax.training import optimizer
 
-ARGS = dict(host="masked", arm="hsic", tokens=16, nuisance=0.5, steps=1500, batch=64, seed=0, tiny=False)
+ARGS = dict(host="masked", arm="hsic", tokens=16, nuisance=0.5, steps=1500, batch=64, seed=0, eval_every=500,
+            tiny=False)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -29,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = args["seed"]  # base seed: init, per-step keys and data order derive from it
     config.num_train_steps = args["steps"]  # total optimizer steps
     config.log_every_steps = 25  # training metrics and progress period
-    config.eval_every_steps = 500  # evaluation losses, PSNR, nHSIC and a generation grid
+    config.eval_every_steps = args["eval_every"]  # evaluation losses, PSNR, nHSIC and a generation grid
     config.num_eval_batches = 2  # batches per in-training evaluation
     config.checkpoint_every_steps = 250  # checkpoint period (plus the final step and on SIGTERM)
     config.keep_checkpoints = 2  # checkpoints kept on disk

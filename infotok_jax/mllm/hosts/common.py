@@ -68,6 +68,7 @@ def default_host_config(kind: str = "ar") -> ml_collections.ConfigDict:
     c.understanding_weight = 1.0  # answer cross-entropy
     c.generation_weight = 1.0  # code cross-entropy (ar, masked) or flow-matching loss (continuous)
     c.reconstruction_weight = 1.0  # tokenizer pixel MSE (the tokenizer trains jointly)
+    c.lm_grad_to_tokenizer = 1.0  # scale of the LM losses' gradient into the tokenizer (0: LM-only heads)
     c.cfg_dropout = 0.1  # probability of training a generation row on the empty caption
     c.projector_hidden = 256  # continuous: hidden width of the z -> LM MLP projector
     c.flow = ml_collections.ConfigDict()
@@ -81,6 +82,12 @@ def default_host_config(kind: str = "ar") -> ml_collections.ConfigDict:
     c.sampling.num_steps = 8  # masked, continuous: parallel decoding steps
     c.sampling.flow_steps = 16  # continuous: Euler steps of the flow ODE per decoding step
     c.sampling.choice_temperature = 4.5  # masked: re-masking noise scale (MaskGIT)
+    if kind == "ar":
+        # Measured on scenes (docs/hosts.md): with the LM gradient the AR losses collapse the VQ codebook
+        # (PSNR 19 dB, generation at chance); a tokenizer trained by reconstruction + InfoTok only, as in
+        # Chameleon-style models with a separately trained tokenizer, generates. Sampler chosen likewise.
+        c.lm_grad_to_tokenizer = 0.0
+        c.sampling.temperature, c.sampling.cfg_scale = 0.5, 1.0
     return c
 
 
@@ -102,7 +109,7 @@ def validate_host_config(c: ml_collections.ConfigDict) -> None:
     for f in ("max_caption_len", "max_question_len", "max_answer_len"):
         if c[f] < 2:
             _fail(f, c[f], "must be >= 2 (BOS and EOS)")
-    for f in ("understanding_weight", "generation_weight", "reconstruction_weight"):
+    for f in ("understanding_weight", "generation_weight", "reconstruction_weight", "lm_grad_to_tokenizer"):
         if c[f] < 0:
             _fail(f, c[f], "must be >= 0")
     if not 0.0 <= c.cfg_dropout < 1.0:
@@ -302,8 +309,10 @@ class HostBase(nn.Module):
         """(total loss, metrics, tokenizer output dict). Apply with mutable=["state"] when training VQ."""
         c, images = self.config, batch["image"]
         tok_out = self.tokenizer(images, train=train)
-        und, und_metrics = self.understanding_loss(tok_out["z"], batch, train)
-        gen, gen_metrics = self.generation_loss(tok_out, batch, train)
+        s = c.lm_grad_to_tokenizer  # forward value unchanged; the LM losses' gradient into z scaled by s
+        z_lm = tok_out["z"] if s == 1 else s * tok_out["z"] + (1 - s) * jax.lax.stop_gradient(tok_out["z"])
+        und, und_metrics = self.understanding_loss(z_lm, batch, train)
+        gen, gen_metrics = self.generation_loss({**tok_out, "z": z_lm}, batch, train)
         recon = jnp.mean(jnp.square(tok_out["recon"] - images.astype(jnp.float32)))
         tok_losses = {f"loss/tokenizer_{k}": v for k, v in tok_out["losses"].items()}
         total = (c.understanding_weight * und + c.generation_weight * gen + c.reconstruction_weight * recon
