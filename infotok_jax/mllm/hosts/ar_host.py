@@ -6,12 +6,13 @@ Both directions are next-token prediction under a causal mask:
 The LM's output vocabulary holds the K codes (`common.Vocab`); the code cross-entropy and the sampler both
 use only the code slice of the logits at image slots, so training and sampling agree.
 
-Input side (a deliberate choice): an image position is not embedded by a lookup of its code id but by a
-learned linear map of the tokenizer's straight-through quantized latent z (plus a learned per-slot
-embedding). Its forward value is the code vector, so it is a function of the code like a lookup, but its
-gradient passes the straight-through estimator to the tokenizer encoder: the LM losses train the shared
-tokenizer, which is the point of a *shared* tokenizer and what the InfoTok objective regulates. At
-sampling time a drawn code is embedded the same way, through `tokenizer.codebook()`.
+Input side: an image position is not embedded by a lookup of its code id but by a learned linear map of
+the tokenizer's straight-through quantized latent z (plus a learned per-slot embedding). Its forward value
+is the code vector, so it is a function of the code like a lookup, and it can pass the LM losses'
+gradient to the tokenizer encoder. The AR default turns that gradient off (`lm_grad_to_tokenizer = 0`,
+see `common.default_host_config`): measured on scenes, the next-code loss otherwise keeps the VQ codebook
+collapsed and the host generates at chance. At sampling time a drawn code is embedded the same way,
+through `tokenizer.codebook()`.
 
 `generate` samples the N codes with a KV cache (`sampling.sample_autoregressive`: temperature, top-k,
 classifier-free guidance) and decodes them with the tokenizer decoder; `answer` is `common.answer`.

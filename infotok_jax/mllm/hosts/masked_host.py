@@ -8,7 +8,7 @@
 Masking: per row a ratio r = cos(pi/2 * u), u ~ U(0, 1) (the MaskGIT / Show-o cosine schedule), and the
 ceil(r N) slots (at least one) with the lowest uniform scores are masked (`random_token_mask`). [MASK] is
 a learned embedding (not a vocabulary id). Image inputs are a linear map of the straight-through quantized
-latent z plus a learned per-slot embedding, as in the AR host, so LM gradients reach the tokenizer.
+latent z plus a learned per-slot embedding, as in the AR host; LM gradients reach the tokenizer.
 
 `generate` runs MaskGIT parallel decoding (`sampling.maskgit_decode`, cosine schedule) over the code
 logits, with classifier-free guidance on the logits; each step recomputes the whole sequence (the image
