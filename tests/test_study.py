@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from infotok_jax.study import protocol
+from infotok_jax.study import aggregate, protocol
 from infotok_jax.training import reporting
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -177,3 +177,9 @@ def test_base_smoke_compiles_ahead_of_time_on_simulated_devices_without_data(tmp
     total = float(re.search(r"total (\S+)", out.stdout).group(1))
     assert 0 < total < 0.1  # GiB per device at the smoke size
     assert not (tmp_path / "no_data").exists()  # nothing was built or read
+
+
+def test_table_cell_shows_a_std_only_with_two_or_more_seeds():
+    assert aggregate._cell(aggregate.summarize([0.5]), 3) == "0.500"
+    assert aggregate._cell(aggregate.summarize([0.5, 0.7]), 3) == f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}"
+    assert aggregate._cell(None, 3) == "—"

@@ -149,6 +149,8 @@ def _hashable(value: Any) -> Any:
 def _cell(stats: dict[str, Any] | None, digits: int) -> str:
     if not stats:
         return "—"
+    if stats["n"] < 2:  # a sample std needs two seeds
+        return f"{stats['mean']:.{digits}f}"
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
@@ -159,7 +161,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
     lines = [
         f"## {title}",
         "",
-        "mean ± sample std (ddof=1) over seeds; — = not measured or not defined.",
+        "mean ± sample std (ddof=1) over seeds (no ± with one seed); — = not measured or not defined.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + " --- |" * len(head),
