@@ -93,6 +93,7 @@ def bar_chart(
     fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(10, 6.5), dpi=110, squeeze=False)
     width = 0.8 / max(len(arms), 1)
     for ax, (key, label) in zip(axes.flat, panels, strict=False):
+        top = 0.0
         for j, arm in enumerate(arms):
             stats = [
                 next(
@@ -109,9 +110,10 @@ def bar_chart(
             stds = [s["std"] if s else 0.0 for s in stats]
             xs = np.arange(len(hosts)) + (j - (len(arms) - 1) / 2) * width
             ax.bar(xs, means, width, yerr=stds, capsize=3, color=ARM_COLORS.get(arm), label=arm)
+            top = np.nanmax([top, *(np.asarray(means) + np.asarray(stds))])
         ax.set_xticks(np.arange(len(hosts)), hosts)
         ax.set_title(label, fontsize=9)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, min(1.0, max(0.05, 1.2 * top)))  # small rates (generation) stay readable
         ax.grid(axis="y", alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     return _save(fig, path)
