@@ -9,14 +9,11 @@ Sequences have a fixed layout so one compiled program serves every batch (text i
 EOS then pad 0, as the data pipeline writes it):
   understanding  [question (Lq) | BOI | image (N) | EOI | answer (La)]
   generation     [caption (Lc) | BOI | image (N) (| EOI)]
-Padding positions stay in place but are invisible: they are masked as keys and RoPE positions count
-valid tokens only (`kv_cache.positions_from_valid`), which makes the layout equivalent to packing the
-valid tokens back to back. `modality` marks TEXT (0) and IMAGE (1) positions (BOI/EOI count as text).
-
-Understanding (all hosts): next-token CE on the answer words and EOS given [question, image], over the
-text slice of the logits (the slice `answer` decodes from); causal mask (AR) or "omni" mask (others).
-Guidance training replaces a caption by the empty text [BOS, EOS] with probability `cfg_dropout`.
-Host randomness comes from the "sample" rng stream, or a fixed key without it (deterministic eval).
+Padding is masked as keys and RoPE positions count valid tokens only (`kv_cache.positions_from_valid`):
+equivalent to packing valid tokens back to back. `modality` marks TEXT (0) / IMAGE (1) (BOI/EOI: text).
+Understanding (all hosts): next-token CE on answer words and EOS over the text slice of the logits;
+causal (AR) or "omni" mask. Guidance training swaps a caption for the empty text [BOS, EOS] with
+probability `cfg_dropout`. Randomness: the "sample" rng stream, or a fixed key without it (eval).
 """
 
 from __future__ import annotations
@@ -82,12 +79,8 @@ def default_host_config(kind: str = "ar") -> ml_collections.ConfigDict:
     c.sampling.num_steps = 8  # masked, continuous: parallel decoding steps
     c.sampling.flow_steps = 16  # continuous: Euler steps of the flow ODE per decoding step
     c.sampling.choice_temperature = 4.5  # masked: re-masking noise scale (MaskGIT)
-    if kind == "ar":
-        # Measured on scenes (docs/hosts.md): with the LM gradient the AR losses collapse the VQ codebook
-        # (PSNR 19 dB, generation at chance); a tokenizer trained by reconstruction + InfoTok only, as in
-        # Chameleon-style models with a separately trained tokenizer, generates. Sampler chosen likewise.
-        c.lm_grad_to_tokenizer = 0.0
-        c.sampling.temperature, c.sampling.cfg_scale = 0.5, 1.0
+    if kind == "ar":  # with the LM gradient the AR losses collapse the VQ codebook (measured: docs/hosts.md)
+        c.lm_grad_to_tokenizer, c.sampling.temperature, c.sampling.cfg_scale = 0.0, 0.5, 1.0
     return c
 
 
@@ -356,10 +349,8 @@ class HostBase(nn.Module):
 
 def sampling_rows(c: ml_collections.ConfigDict, caption_BxLc: Array, num_samples: int,
                   cfg_scale: float | None) -> tuple[Array, float | None]:
-    """(each caption `num_samples` times, caption-major, then as many empty captions under guidance; scale).
-
-    `cfg_scale` None takes `c.sampling.cfg_scale`; scale 1 is the conditional model: no guidance, scale None.
-    """
+    """(captions repeated `num_samples` times, then as many empty captions under guidance; guidance scale).
+    `cfg_scale` None takes `c.sampling.cfg_scale`; scale 1 is the conditional model: no rows added, None."""
     _check_tokens("caption_tokens", caption_BxLc, c.max_caption_len)
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; got {num_samples}")
