@@ -41,7 +41,7 @@ def evaluate_checkpoint(
     config: ml_collections.ConfigDict, workdir: str | pathlib.Path, max_batches: int | None = None
 ) -> dict[str, Any]:
     """Evaluates the latest checkpoint in `workdir`; returns {"step", "results", "paths"}."""
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = pathlib.Path(workdir)
     if config.task != "host":
         raise ValueError(f"config.task={config.task!r}: the evaluation binary scores MLLM hosts ('host')")
     task, variables, step = restore_variables(config, workdir)

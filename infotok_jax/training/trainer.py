@@ -82,7 +82,7 @@ def train_and_evaluate(
     """Trains `config` in `workdir` (resuming if possible); returns the final evaluation metrics."""
     from infotok_jax import tasks  # tasks import models; keep the loop importable on its own
 
-    workdir = pathlib.Path(workdir).absolute()
+    workdir = pathlib.Path(workdir)
     config_checks.check_training_config(config)
     task = tasks.build_task(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape)
