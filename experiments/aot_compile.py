@@ -69,10 +69,9 @@ def compile_train_step(config, devices):
     config_checks.check_training_config(config)
     task = tasks.build_task(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape, devices)
-    config_checks.check_batch_divisibility(next(iter(task.abstract_batch().values())).shape[0], mesh)
     step_setup = train_state.setup(task, config, mesh)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(step_setup.abstract_state.params))
-    with sharding_lib.logical_sharding(mesh):
+    with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
         compiled = step_setup.train_step.lower(step_setup.abstract_state, step_setup.abstract_batch).compile()
     return compiled, mesh, num_params
 

@@ -1,22 +1,24 @@
-r"""The InfoTok study: baseline vs +VIB vs +HSIC on the three hosts over seeds, plus named ablation sweeps.
+r"""The InfoTok study: runs in priority order, one committed result file per finished run, tables from those.
 
-    python experiments/run_study.py --root=workdirs/study                       # main protocol, 3 seeds
-    python experiments/run_study.py --root=workdirs/study --sweep=beta          # rate-distortion sweep
-    python experiments/run_study.py --root=/tmp/s --extra=tiny --steps=2 --seeds=0,1 --dry_run
+    python experiments/run_study.py --status                                  # done / remaining, per slice
+    python experiments/run_study.py --next --max_minutes=120                  # next missing runs, in order
+    python experiments/run_study.py --slice=ar_controls                       # one slice of the priority list
+    python experiments/run_study.py --sweep=beta --hosts=ar --arms=hsic --seeds=0     # any sweep, ad hoc
+    python experiments/run_study.py --slice=ar_controls --aggregate_only      # tables and plots from results
+    python experiments/run_study.py --study=smoke --steps=2 --extra=tiny --hosts=ar --seeds=0 --dry_run
 
+`--study` names a budget (protocol.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
+tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`, written after every
+finished run (config, metrics, wall time split, git commit, machine). A run with a result file is
+skipped, on any machine; commit the files and the next session continues where this one stopped.
 Every run is `python -m infotok_jax.train --config=experiments/configs/host.py:host=H,arm=A,seed=S,...
---workdir=<root>/runs/<name>` followed by `python -m infotok_jax.evaluate` with the same config, each in
-its own subprocess (a failing run is reported and the study continues; exit status 1 if any failed).
-Complete runs are skipped, interrupted ones resume from their checkpoints, and a sweep's default point
-is the main run itself. Afterwards (or alone, with --aggregate_only) the results of the planned runs are
-written to <root>/study/ for main (table.md, results.json, information_plane.png, bars.png) and to
-<root>/study/<sweep>/ for a sweep (plus curves.png, and rate_distortion.png for beta). Sweeps:
-  main            arms none/vib/hsic at the config defaults
-  beta            infotok.beta x (0.1, 1, 10, 100) of each arm's default (vib, hsic)
-  tokens          tokens=16 vs 64 (capacity: gains predicted larger at 16)
-  nuisance        nuisance=0.0 / 0.5 / 1.0 (gains predicted larger with more nuisance)
-  no_consistency  infotok.lambda_c default vs 0 (vib, hsic)
-  hsic_estimator  infotok.hsic_estimator biased vs unbiased (hsic)
+--workdir=<root>/runs/<name> [--config.<field>=<value>]` then `python -m infotok_jax.evaluate` with the
+same config, each its own subprocess (a failing run is reported and the study goes on; exit status 1 if
+any failed). Afterwards (or alone, with --aggregate_only) the selection is aggregated from the result
+files alone into <root>/study/<slice or sweep>/ (table.md, results.json, plots).
+Sweeps (protocol.SWEEPS): main, controls, capacity, beta, tokens, nuisance, no_consistency,
+hsic_estimator. Slices in priority order (protocol.SLICES): ar_controls, continuous_controls,
+masked_controls, ar_capacity, continuous_capacity, masked_capacity, main.
 """
 
 from __future__ import annotations
@@ -24,18 +26,24 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from infotok_jax.study import aggregate, plots, protocol, runner  # noqa: E402
+from infotok_jax.study import results as results_lib  # noqa: E402
 
+PYTHON = sys.executable  # the interpreter of the runs' subprocesses
 X_LABELS = {
     "beta": ("infotok.beta", True),
     "tokens": ("tokens per image", False),
     "nuisance": ("nuisance strength", False),
     "no_consistency": ("infotok.lambda_c", False),
     "hsic_estimator": ("HSIC estimator", False),
+    "controls": ("variant", False),
+    "capacity": ("tokens x nuisance", False),
 }
 
 
@@ -45,29 +53,90 @@ def _csv(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--root", required=True, type=pathlib.Path, help="Study directory (runs/ and study/)."
-    )
-    parser.add_argument("--hosts", default=",".join(protocol.HOSTS), help="Comma-separated hosts.")
-    parser.add_argument(
-        "--arms", default=",".join(protocol.ARMS), help="Comma-separated arms (none,vib,hsic)."
-    )
-    parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (the protocol uses >= 3).")
-    parser.add_argument("--sweep", default="main", choices=list(protocol.SWEEPS), help="Which runs to plan.")
-    parser.add_argument("--steps", type=int, default=None, help="Training steps (default: the config's).")
-    parser.add_argument(
-        "--extra", default="", help="Config arguments added to every run, e.g. 'tiny,batch=32'."
-    )
-    parser.add_argument("--dry_run", action="store_true", help="Print the commands; run and write nothing.")
-    parser.add_argument(
-        "--aggregate_only", action="store_true", help="Only aggregate and plot existing runs."
-    )
+    add = parser.add_argument
+    add("--study", default="cpu600", help="Budget and results folder name (presets: cpu600, tiny).")
+    add("--root", type=pathlib.Path, default=None, help="Workdirs of the runs (default workdirs/<study>).")
+    add("--results_dir", type=pathlib.Path, default=results_lib.RESULTS_DIR, help="Committed result files.")
+    add("--steps", type=int, default=None, help="Training steps (default: the study's budget).")
+    add("--extra", default=None, help="Config arguments for every run (default: the study's budget).")
+    select = parser.add_mutually_exclusive_group()
+    select.add_argument("--next", action="store_true", help="Run the slices in priority order.")
+    select.add_argument("--slice", default=None, help="Run one slice of the priority list.")
+    select.add_argument("--sweep", default=None, choices=list(protocol.SWEEPS), help="Plan one sweep ad hoc.")
+    add("--hosts", default=",".join(protocol.HOSTS), help="With --sweep: comma-separated hosts.")
+    add("--arms", default=",".join(protocol.ARMS), help="With --sweep: arms (intersected with the sweep's).")
+    add("--seeds", default="0,1,2", help="With --sweep: comma-separated seeds (the protocol uses >= 3).")
+    add("--max_minutes", type=float, default=None, help="Start no run after this many minutes.")
+    add("--max_runs", type=int, default=None, help="Run at most this many missing runs.")
+    add("--dry_run", action="store_true", help="Print the commands of the missing runs; run nothing.")
+    add("--aggregate_only", action="store_true", help="Only aggregate and plot the selection's results.")
+    add("--status", action="store_true", help="Print what is done and what remains, per slice; run nothing.")
     return parser.parse_args(argv)
 
 
-def write_outputs(runs: Sequence[protocol.Run], root: pathlib.Path, sweep: str) -> dict[str, pathlib.Path]:
-    """Aggregates `runs` into <root>/study[/<sweep>]/ and draws the figures; returns the paths written."""
-    out_dir = root / "study" if sweep == "main" else root / "study" / sweep
+def budget_of(args: argparse.Namespace) -> protocol.Budget:
+    """The study's budget with --steps / --extra applied; ValueError for an unknown study without them."""
+    preset = protocol.BUDGETS.get(args.study)
+    if preset is None and args.steps is None:
+        raise ValueError(
+            f"--study={args.study!r} is not a preset ({', '.join(protocol.BUDGETS)}): give --steps (and "
+            "--extra) to define its budget"
+        )
+    if preset is None:
+        return protocol.Budget(args.steps, args.extra or "", "ad hoc")
+    if args.steps not in (None, preset.steps) or args.extra not in (None, preset.extra):
+        raise ValueError(
+            f"--steps/--extra change the budget of the preset study {args.study!r} (steps={preset.steps}, "
+            f"extra={preset.extra!r}); give the new budget its own name: --study=<name>"
+        )
+    return preset
+
+
+def selection(args: argparse.Namespace, budget: protocol.Budget) -> list[tuple[str, str, list[protocol.Run]]]:
+    """[(name, sweep, runs)]: the slices (--next, --slice, --status) or the ad-hoc sweep (default main)."""
+    if args.next or args.status:
+        slices = protocol.SLICES
+    elif args.slice:
+        slices = (protocol.slice_by_name(args.slice),)
+    else:
+        sweep = args.sweep or "main"
+        seeds = [int(s) for s in _csv(args.seeds)]
+        runs = protocol.plan(sweep, _csv(args.hosts), _csv(args.arms), seeds, budget.steps, budget.extra)
+        if not runs:
+            raise ValueError(f"--sweep={sweep} has no runs for --arms={args.arms}")
+        return [(sweep, sweep, runs)]
+    return [(s.name, s.sweep, protocol.plan_slice(s, budget)) for s in slices]
+
+
+def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[protocol.Run]]]) -> str:
+    """Markdown: per slice, runs planned / with a result, their measured wall time, the next missing run."""
+    where = pathlib.Path(args.results_dir).absolute() / args.study
+    if where.is_relative_to(protocol.REPO):
+        where = where.relative_to(protocol.REPO)
+    unique = {r.name: r for _, _, runs in groups for r in runs}
+    done = results_lib.load_results(args.results_dir, args.study, list(unique.values()))
+    lines = [
+        f"Study `{args.study}` ({budget_of(args).description}), results in `{where}`: {len(done)} of "
+        f"{len(unique)} distinct runs done (a run shared by slices counts in each).",
+        "",
+        "| priority | slice | sweep | runs | done | wall time of done (min) | next missing run |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for i, (name, sweep, runs) in enumerate(groups, 1):
+        found = results_lib.load_results(args.results_dir, args.study, runs)
+        minutes = sum(results_lib.wall_seconds(r) for r in found.values()) / 60
+        missing = [r.name for r in runs if r.name not in found]
+        lines.append(
+            f"| {i} | {name} | {sweep} | {len(runs)} | {len(found)} | {minutes:.1f} | "
+            f"{missing[0] if missing else '—'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    runs: Sequence[protocol.Run], root: pathlib.Path, sweep: str, out_dir: pathlib.Path
+) -> dict[str, pathlib.Path]:
+    """Aggregates `runs` from the workdir-shaped `root` into `out_dir`, draws the figures; returns paths."""
     results = aggregate.aggregate(runs, root, sweep)
     title = "InfoTok study: main protocol" if sweep == "main" else f"InfoTok study: {sweep} sweep"
     paths = aggregate.write(results, out_dir, title)
@@ -82,28 +151,67 @@ def write_outputs(runs: Sequence[protocol.Run], root: pathlib.Path, sweep: str) 
     return paths
 
 
+def aggregate_from_results(
+    args: argparse.Namespace, name: str, sweep: str, runs: list[protocol.Run]
+) -> dict[str, pathlib.Path] | None:
+    """Tables and plots of `runs` from the result files alone (None when none has a result yet)."""
+    found = results_lib.load_results(args.results_dir, args.study, runs)
+    if not found:
+        print(f"{name}: no results yet under {args.results_dir / args.study}")
+        return None
+    with tempfile.TemporaryDirectory(prefix="study_view_") as view:
+        results_lib.materialize(runs, found, pathlib.Path(view))
+        return write_outputs(runs, pathlib.Path(view), sweep, args.root / "study" / name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry; returns the exit status (1 if any run failed, 2 for bad flags)."""
-    args = parse_args(argv)
+    """Command-line entry; returns the exit status (1 if any run failed, 2 for bad flags or results)."""
     try:
-        seeds = [int(s) for s in _csv(args.seeds)]
-        runs = protocol.plan(args.sweep, _csv(args.hosts), _csv(args.arms), seeds, args.steps, args.extra)
+        return _main(parse_args(argv))
+    except results_lib.ResultMismatchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        budget = budget_of(args)
+        groups = selection(args, budget)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not runs:
-        print(f"error: --sweep={args.sweep} has no runs for --arms={args.arms}", file=sys.stderr)
-        return 2
-    failed = []
-    if not args.aggregate_only:
-        outcomes = runner.execute(runs, args.root, dry_run=args.dry_run)
-        failed = [name for name, outcome in outcomes.items() if outcome.startswith("failed")]
-    if args.dry_run:
+    args.root = args.root or pathlib.Path("workdirs") / args.study
+    if args.status:
+        print(status_table(args, groups))
         return 0
-    paths = write_outputs(runs, args.root, args.sweep)
-    print(paths["table"].read_text())
-    for name, path in sorted(paths.items()):
-        print(f"{name}: {path}")
+    failed, seen, budget_left = [], set(), args.max_runs
+    deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
+    for name, sweep, runs in groups:
+        if not args.aggregate_only:
+            todo = [r for r in runs if r.name not in seen]
+            seen.update(r.name for r in runs)
+            if budget_left is not None:
+                missing = [
+                    r for r in todo if not results_lib.result_path(args.results_dir, args.study, r).exists()
+                ]
+                todo = [r for r in todo if r not in missing[budget_left:]]
+                budget_left = max(0, budget_left - len(missing))
+            outcomes = runner.execute(
+                todo,
+                args.root,
+                study=args.study,
+                results_dir=args.results_dir,
+                dry_run=args.dry_run,
+                deadline=deadline,
+                python=PYTHON,
+            )
+            failed += [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
+        if not args.dry_run:
+            paths = aggregate_from_results(args, name, sweep, runs)
+            if paths and len(groups) == 1:
+                print(paths["table"].read_text())
+            for key, path in sorted((paths or {}).items()):
+                print(f"{name} {key}: {path}")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -19,10 +19,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 ENV_COORDINATOR_ADDRESS = "INFOTOK_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "INFOTOK_NUM_PROCESSES"
@@ -119,6 +120,7 @@ def initialize(
     process_id: int | None = None,
     local_device_ids: Sequence[int] | None = None,
     initialization_timeout: int = 300,
+    heartbeat_timeout_seconds: int = 100,
 ) -> bool:
     """Calls `jax.distributed.initialize` once when `enabled`; returns whether JAX is now multi-process.
 
@@ -126,6 +128,9 @@ def initialize(
     someone else initialized jax.distributed, does nothing. With `enabled=False` nothing is initialized;
     a warning is logged if a launcher has set INFOTOK_* variables, since each process would then train
     alone. `local_device_ids` restricts the GPUs this process uses (JAX_LOCAL_DEVICE_IDS also works).
+    A process that sends no heartbeat for `heartbeat_timeout_seconds` is declared lost: the coordination
+    service then stops the other processes with an error naming the lost task, rather than leaving
+    them blocked in a collective.
     """
     if not enabled:
         leftover = [name for name in _ENV_NAMES if os.environ.get(name)]
@@ -139,7 +144,10 @@ def initialize(
         return True
 
     settings = resolve_settings(coordinator_address, num_processes, process_id)
-    kwargs: dict[str, Any] = {"initialization_timeout": initialization_timeout}
+    kwargs: dict[str, Any] = {
+        "initialization_timeout": initialization_timeout,
+        "heartbeat_timeout_seconds": heartbeat_timeout_seconds,
+    }
     if local_device_ids is not None:
         kwargs["local_device_ids"] = list(local_device_ids)
     if not settings.auto_detect:
@@ -161,16 +169,49 @@ def initialize(
     return True
 
 
-initialize_from_flags_or_env = initialize
+def barrier(name: str, timeout_seconds: int = 3600) -> None:
+    """Blocks until every process reaches the barrier `name` (coordination service, no device collective).
+
+    Each name may be used once per run. A no-op on one process.
+    """
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    multihost.sync_global_processes(name, timeout=timeout_seconds, processes=set(range(jax.process_count())))
 
 
-def process_info() -> dict[str, Any]:
-    """Process index and count, local and global device counts and platform, for start-up logging."""
-    return {
-        "process_index": jax.process_index(),
-        "process_count": jax.process_count(),
-        "local_device_count": jax.local_device_count(),
-        "device_count": jax.device_count(),
-        "platform": jax.default_backend(),
-        "distributed": jax.distributed.is_initialized(),
-    }
+def _signature(leaf: Any) -> tuple:
+    sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None
+    return (np.shape(leaf), str(getattr(leaf, "dtype", type(leaf))), sharding)
+
+
+class CompiledTogether:
+    """A jitted function whose compilations end at a barrier across processes, before they first run.
+
+    On CPU, the first cross-process collective of a device group rendezvouses within a fixed 30 s
+    (XLA's gloo key-value timeout). A process still compiling when its peer starts the computation makes
+    that rendezvous fail, which happens on loaded machines. Compiling ahead of time on every process
+    and waiting at a coordination-service barrier makes all processes start the computation together.
+    """
+
+    def __init__(self, jitted: Callable, name: str, static_argnums: Sequence[int] = ()):
+        self._jitted, self._name, self._static = jitted, name, tuple(static_argnums)
+        self._compiled: dict[tuple, Any] = {}
+
+    def lower(self, *args: Any):
+        return self._jitted.lower(*args)
+
+    def __call__(self, *args: Any) -> Any:
+        dynamic = tuple(a for i, a in enumerate(args) if i not in self._static)
+        key = (
+            tuple(args[i] for i in self._static),
+            jax.tree.structure(dynamic),
+            tuple(_signature(leaf) for leaf in jax.tree.leaves(dynamic)),
+        )
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._jitted.lower(*args).compile()
+            barrier(f"compiled {self._name} #{len(self._compiled)}")
+            self._compiled[key] = compiled
+        return compiled(*dynamic)

@@ -2,8 +2,8 @@
 
 Parameters and activations are annotated with *logical* axis names (`nn.with_logical_partitioning`,
 `nn.with_logical_constraint`); `LOGICAL_AXIS_RULES` maps them onto the physical mesh axes
-`("data", "fsdp", "model")`. The mesh shape comes from the config, with at most one -1 entry that is
-filled with the remaining devices.
+`("data", "fsdp", "model")`. Both are config fields: `config.mesh_shape`, with at most one -1 entry that
+is filled with the remaining devices, and `config.logical_axis_rules` (default: `LOGICAL_AXIS_RULES`).
 
 Logical names used by the models:
   batch        leading example axis of activations          -> ("data", "fsdp")
@@ -47,6 +47,17 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("width", None),
     ("layers", None),
 )
+
+
+Rules = Sequence[tuple[str, str | Sequence[str] | None]]
+
+
+def logical_axis_rules(config) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
+    """`config.logical_axis_rules` as hashable tuples, or `LOGICAL_AXIS_RULES` when the config has none."""
+    rules = config.get("logical_axis_rules") or LOGICAL_AXIS_RULES
+    return tuple(
+        (str(name), tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in rules
+    )
 
 
 def fill_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -100,12 +111,12 @@ def batch_axis_size(mesh: Mesh) -> int:
 
 
 @contextlib.contextmanager
-def logical_sharding(mesh: Mesh) -> Iterator[Mesh]:
+def logical_sharding(mesh: Mesh, rules: Rules = LOGICAL_AXIS_RULES) -> Iterator[Mesh]:
     """Makes the models' logical activation constraints bind while tracing inside this context.
 
     `nn.with_logical_constraint` is a no-op unless logical axis rules and a mesh are in scope when the
     function is traced; `jax.set_mesh` must be entered outside `jax.jit`, so trace, lower and call jitted
     steps inside `with logical_sharding(mesh):`.
     """
-    with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         yield mesh

@@ -1,61 +1,44 @@
 """Training binary: `python -m infotok_jax.train --config=experiments/configs/<name>.py:<args> --workdir=DIR`.
 
 All logic lives in `infotok_jax.training` (importable and tested); this file only parses flags, starts
-multi-host JAX when asked, and hands over.
+multi-process JAX when asked (`binary_setup`), builds the task named by the config and hands both to the
+loop. DIR may be a local path or gs://bucket/path.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+_STARTED_AT = time.time()
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from infotok_jax import binary_setup  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and images.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory (local or gs://) for checkpoints, metrics, images."
+)
 _COMPILE_ONLY = flags.DEFINE_bool(
     "compile_only", False, "Lower and compile the train step for the configured mesh, print memory, exit."
 )
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() first (TPU pods, SLURM, local multi-process)."
-)
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _quiet_orbax_info_logs() -> None:
-    """Orbax logs every file operation at INFO through absl; keep its warnings, drop the rest."""
-
-    import logging as std_logging
-
-    def keep(record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-    for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler().python_handler]:
-        handler.addFilter(keep)
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infotok_jax import distributed
-
-    _quiet_orbax_info_logs()
-    distributed.initialize(_DISTRIBUTED.value)
-    import jax
-
-    from infotok_jax import compilation_cache
+    binary_setup.start()
+    from infotok_jax import tasks
     from infotok_jax.training import checkpointing, config_checks, trainer
 
-    compilation_cache.enable()
-    logging.info(
-        "JAX process %d/%d, %d local / %d global devices",
-        jax.process_index(),
-        jax.process_count(),
-        jax.local_device_count(),
-        jax.device_count(),
-    )
     try:
-        trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, compile_only=_COMPILE_ONLY.value)
+        task = tasks.build_task(_CONFIG.value)
+        trainer.train_and_evaluate(
+            _CONFIG.value, task, _WORKDIR.value, compile_only=_COMPILE_ONLY.value, started_at=_STARTED_AT
+        )
     except (config_checks.ConfigError, checkpointing.IncompatibleWorkdirError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)

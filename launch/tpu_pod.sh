@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Train infotok_jax on a Cloud TPU VM slice: create the slice, copy the code, install, run on all
 # workers with --distributed (jax.distributed.initialize() auto-detects the pod), delete the slice.
+# The install uses the pinned versions of constraints.txt (plus jax[tpu]) and the `gcs` extra (gcsfs,
+# for the gs:// workdir). Data: the prepared datasets live in a bucket that `run` mounts with gcsfuse
+# on every worker (array_record files are read with random access, which gcsfuse serves from its
+# cache; see docs/training.md, Storage), and TFDS_DATA_DIR points at the mount.
 #
 # Usage: launch/tpu_pod.sh [options] {create|copy|install|run|delete|all} [-- extra training flags]
 #
@@ -11,7 +15,8 @@
 #   --version V             TPU VM runtime version               [RUNTIME_VERSION] (default v2-alpha-tpuv5-lite)
 #   --project P             GCP project (default: gcloud's)      [PROJECT]
 #   --spot                  create a Spot slice                  [SPOT=1]
-#   --tfds-data-dir DIR     gs:// TFDS data dir, required by run [TFDS_DATA_DIR]
+#   --tfds-data-dir DIR     gs://BUCKET[/PATH] holding the prepared datasets, mounted with gcsfuse at
+#                           ~/gcs/BUCKET on the workers; required by run [TFDS_DATA_DIR]
 #   --config SPEC           experiments/configs/<name>.py[:args], required by run [CONFIG]
 #   --workdir DIR           gs:// checkpoint/log dir, required by run [WORKDIR]
 #   --git-repo URL          clone this repository on the workers instead of copying a tarball [GIT_REPO]
@@ -140,10 +145,16 @@ do_copy() {
 }
 
 do_install() {
-  # TPU VM images ship an older system Python than the project needs, so uv provides the venv.
-  on_all_workers "PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --quiet uv && ~/.local/bin/uv venv --allow-existing \
+  # TPU VM images ship an older system Python than the project needs, so uv provides the venv; gcsfuse
+  # (for the data bucket) comes from Google's apt repository when the image lacks it.
+  on_all_workers "(command -v gcsfuse >/dev/null || { \
+echo \"deb https://packages.cloud.google.com/apt gcsfuse-\$(lsb_release -c -s) main\" \
+| sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null \
+&& curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo apt-key add - \
+&& sudo apt-get update -qq && sudo apt-get install -y -qq gcsfuse; }) \
+&& PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user --quiet uv && ~/.local/bin/uv venv --allow-existing \
 --python $(printf '%q' "$PYTHON_VERSION") $REMOTE_VENV && cd $REMOTE_DIR && ~/.local/bin/uv pip install \
---python $REMOTE_VENV/bin/python -e . 'jax[tpu]'"
+--python $REMOTE_VENV/bin/python -c constraints.txt -e '.[gcs]' 'jax[tpu]'"
 }
 
 # Every worker must see the same data and checkpoints, so both must live in GCS.
@@ -156,13 +167,21 @@ check_run_settings() {
 
 do_run() {
   check_run_settings
-  local train=("$REMOTE_VENV/bin/python" -m infotok_jax.train "--config=$CONFIG" "--workdir=$WORKDIR" \
+  local train
+  local bucket="${TFDS_DATA_DIR#gs://}"
+  local subdir=""
+  [[ "$bucket" != */* ]] || subdir="/${bucket#*/}"
+  bucket="${bucket%%/*}"
+  # The mount point is under the worker's $HOME, so it is left unexpanded here.
+  local mount="\$HOME/gcs/$bucket"
+  train=("$REMOTE_VENV/bin/python" -m infotok_jax.train "--config=$CONFIG" "--workdir=$WORKDIR" \
     --distributed "${EXTRA_ARGS[@]}")
   local quoted
   # ~ must expand on the worker, so only the arguments after the interpreter are quoted.
   quoted="${train[0]} $(printf '%q ' "${train[@]:1}")"
-  on_all_workers "set -o pipefail; cd $REMOTE_DIR && TFDS_DATA_DIR=$(printf '%q' "$TFDS_DATA_DIR") ${quoted% } \
-2>&1 | tee -a ~/infotok_train.log"
+  on_all_workers "set -o pipefail; mkdir -p $mount && { mountpoint -q $mount \
+|| gcsfuse --implicit-dirs --rename-dir-limit=1000 $(printf '%q' "$bucket") $mount; } \
+&& cd $REMOTE_DIR && TFDS_DATA_DIR=$mount$(printf '%q' "$subdir") ${quoted% } 2>&1 | tee -a ~/infotok_train.log"
 }
 
 do_delete() {

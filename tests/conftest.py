@@ -11,6 +11,10 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_DEVICE_COUNT}"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Datasets the tests build from experiment configs stay in the checkout (the package default is
+# ~/tensorflow_datasets); tests that need their own directory set TFDS_DATA_DIR themselves.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TFDS_DATA_DIR", os.path.join(_REPO, ".cache", "tfds"))
 
 import jax  # noqa: E402
 

@@ -22,7 +22,7 @@ import pytest
 from infotok_jax import estimators as est
 from infotok_jax import tokenizer as tok
 from infotok_jax.benchmarks import PROFILES, hsic_bench, step_bench
-from infotok_jax.mllm.hosts import common as host_common
+from infotok_jax.mllm.hosts import sequences as host_sequences
 from tests import estimator_references as ref
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -115,10 +115,10 @@ def test_dense_helper_is_the_public_dense_path():
 @pytest.mark.parametrize("kind", ["ar", "masked", "continuous"])
 def test_lm_sequence_lengths_match_host_layouts(kind):
     c = step_bench.host_config(kind, "tiny")
-    v, n, b = host_common.vocab_for(c), tok.num_tokens(c.tokenizer), 2
+    v, n, b = host_sequences.vocab_for(c), tok.num_tokens(c.tokenizer), 2
     question = jnp.ones((b, c.max_question_len), jnp.int32)
     answer = jnp.ones((b, c.max_answer_len), jnp.int32)
     caption = jnp.ones((b, c.max_caption_len), jnp.int32)
-    und = host_common.understanding_layout(question, answer, n, v, c.pad_id)["tokens"].shape[1]
-    gen = host_common.generation_layout(caption, n, v, c.pad_id, with_eoi=kind != "ar")["tokens"].shape[1]
+    und = host_sequences.understanding_layout(question, answer, n, v, c.pad_id)["tokens"].shape[1]
+    gen = host_sequences.generation_layout(caption, n, v, c.pad_id, with_eoi=kind != "ar")["tokens"].shape[1]
     assert step_bench.lm_sequence_lengths(c) == (und, gen)

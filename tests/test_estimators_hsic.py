@@ -152,3 +152,54 @@ def test_rff_hsic_approaches_gaussian_hsic():
     coarse = jax.jit(lambda a, b, k: est.rff_hsic(a, b, key=k, num_features=16))
     errs_coarse = [_rel(coarse(x, y, jax.random.PRNGKey(s)), exact) for s in range(3)]
     assert np.mean(errs) < np.mean(errs_coarse)
+
+
+@pytest.mark.parametrize("kernel_z, estimator", [("gaussian", "biased"), ("linear", "unbiased")])
+def test_hsic_one_to_many_equals_each_pair_and_float64(kernel_z, estimator):
+    """One shared z side against others of different widths and every kernel == the per-pair path."""
+    z, dep = ref.dependent_pair(48, dx=6, dy=4, seed=11)
+    rng = np.random.default_rng(11)
+    others = [
+        dep,
+        rng.normal(size=(48, 9)).astype(np.float32),
+        (rng.random((48, 5)) > 0.5).astype(np.float32),
+        np.tanh(z[:, :2]).astype(np.float32),
+        z[:, 3:] + 0.1 * rng.normal(size=(48, 3)).astype(np.float32),
+    ]
+    kernels = ("gaussian", "linear", "inverse_multiquadric", "laplacian", "multiscale")
+    bandwidths = ("median", "median", 0.9, "median", "median")
+    for normalized in (False, True):
+        got = np.asarray(est.hsic_one_to_many(z, others, kernel_z=kernel_z, kernels=kernels,
+                                              bandwidths=bandwidths, estimator=estimator,
+                                              normalized=normalized))
+        assert got.shape == (len(others),)
+        pair = est.normalized_hsic if normalized else est.hsic
+        reference = ref.normalized_hsic if normalized else ref.hsic
+        for m, (other, kernel, bw) in enumerate(zip(others, kernels, bandwidths, strict=True)):
+            kw = dict(kernel_x=kernel_z, kernel_y=kernel, bandwidth_x="median", bandwidth_y=bw,
+                      estimator=estimator)
+            self_kw = {**kw, "kernel_y": kernel_z, "bandwidth_y": "median"}
+            scale = 1.0 if normalized else abs(reference(z, z, **self_kw))
+            np.testing.assert_allclose(got[m], float(pair(z, other, **kw)), rtol=1e-5, atol=1e-6 * scale)
+            np.testing.assert_allclose(got[m], reference(z, other, **kw), rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_hsic_one_to_many_gradient_equals_sum_of_pairs():
+    z, y = ref.dependent_pair(32, dx=5, dy=3, seed=12)
+    t = np.random.default_rng(12).normal(size=(32, 7)).astype(np.float32)
+    w = jnp.asarray([0.3, -0.2])
+    shared = jax.grad(lambda z_: jnp.dot(w, est.hsic_one_to_many(z_, [y, t], normalized=True)))(z)
+    pairs = jax.grad(lambda z_: w[0] * est.normalized_hsic(z_, y) + w[1] * est.normalized_hsic(z_, t))(z)
+    np.testing.assert_allclose(shared, pairs, rtol=1e-4, atol=1e-7)
+
+
+def test_hsic_one_to_many_errors_name_the_argument():
+    z, y = ref.dependent_pair(16, seed=13)
+    with pytest.raises(ValueError, match="at least one"):
+        est.hsic_one_to_many(z, [])
+    with pytest.raises(ValueError, match="one entry per other"):
+        est.hsic_one_to_many(z, [y], kernels=("gaussian", "linear"))
+    with pytest.raises(ValueError, match=r"others\[1\]"):
+        est.hsic_one_to_many(z, [y, y[:8]])
+    with pytest.raises(ValueError, match="kernel_y"):
+        est.hsic_one_to_many(z, [y], kernels=("cosine",))

@@ -1,5 +1,6 @@
-"""evaluate_generation: ground-truth renders pass the oracle, blank images fail, the chance level matches an
-independent count over the same pairings, and results are a pure function of the key."""
+"""evaluate_generation: ground-truth renders pass the oracle, blank images fail, the other-renders floor
+matches an independent count over the same pairings, noise scores exactly its floor, an identity
+tokenizer puts the reconstruction ceiling at the truth (1.0), and results are a pure function of the key."""
 
 import jax
 import jax.numpy as jnp
@@ -41,17 +42,50 @@ def test_ground_truth_images_pass_and_blank_images_fail(scenes):
         assert good[name] >= 0.99, name
     blank = generation.evaluate_generation(
         lambda c, k: np.full((len(c), 32, 32, 3), scenes_render.BACKGROUND_MEAN, np.float32),
-        scenes["batches"], KEY, 32)
+        scenes["batches"],
+        KEY,
+        32,
+    )
     assert blank["all_correct"] <= 0.01 and blank["position_correct"] <= 0.01
-    for name in METRICS:  # the chance level does not depend on the model
-        assert blank[f"chance_{name}"] == good[f"chance_{name}"]
+    for name in METRICS:  # the floors do not depend on the model
+        for prefix in ("floor_other_", "floor_noise_", "truth_"):
+            assert blank[prefix + name] == good[prefix + name]
+    assert good["truth_all_correct"] == 1.0 and "ceiling_recon_all_correct" not in good
+    assert list(METRICS[:3]) == ["all_correct", "color_correct", "count_correct"]  # headline first
 
 
-def test_chance_matches_an_independent_count_over_the_same_pairings(scenes):
+def test_noise_scores_its_floor_exactly_and_the_floor_is_high_on_position(scenes):
+    noise_key, shape_of = jax.random.split(KEY, 3)[2], lambda c: (len(c), 32, 32, 3)
+    calls = []
+
+    def noise(captions, key):  # the same draws the floor uses: batch b's noise is fold_in(noise_key, b)
+        calls.append(None)
+        return jax.random.uniform(jax.random.fold_in(noise_key, len(calls) - 1), shape_of(captions))
+
+    res = generation.evaluate_generation(noise, scenes["batches"], KEY, 32)
+    for name in METRICS:
+        assert res[name] == res[f"floor_noise_{name}"], name
+    # the oracle sees an object in every cell of noise: position is no skill measure, all-correct is
+    assert res["floor_noise_position_correct"] == 1.0 and res["floor_noise_all_correct"] == 0.0
+
+
+def test_identity_tokenizer_puts_the_reconstruction_ceiling_at_the_truth(scenes):
+    blank = lambda c, k: np.zeros((len(c), 32, 32, 3), np.float32)
+    same = generation.evaluate_generation(blank, scenes["batches"], KEY, 32, reconstruct_fn=lambda x: x)
+    for name in METRICS:
+        assert same[f"ceiling_recon_{name}"] == same[f"truth_{name}"], name
+    assert same["ceiling_recon_all_correct"] == 1.0
+    gray = generation.evaluate_generation(
+        blank, scenes["batches"], KEY, 32, reconstruct_fn=lambda x: np.full_like(x, 0.2)
+    )
+    assert gray["ceiling_recon_all_correct"] == 0.0 and gray["ceiling_recon_position_correct"] == 0.0
+
+
+def test_other_floor_matches_an_independent_count_over_the_same_pairings(scenes):
     draws = 3
-    res = generation.evaluate_generation(scenes["truth"], scenes["batches"], KEY, 32, chance_draws=draws)
+    res = generation.evaluate_generation(scenes["truth"], scenes["batches"], KEY, 32, other_draws=draws)
     objects = [scenes_spec.array_to_objects(o) for b in scenes["batches"] for o in b["objects"]]
-    chance_key = jax.random.split(KEY)[1]
+    chance_key = jax.random.split(KEY, 3)[1]
     hits = dict.fromkeys(METRICS, 0)
     num_obj = 0
     for d in range(draws):
@@ -69,9 +103,9 @@ def test_chance_matches_an_independent_count_over_the_same_pairings(scenes):
             hits["all_correct"] += set(objects[i]) == set(objects[j])
     for name in METRICS:
         denominator = num_obj if name in generation.PER_OBJECT else draws * len(objects)
-        assert res[f"chance_{name}"] == pytest.approx(hits[name] / denominator, abs=0.02), name
-    assert 0.0 <= res["chance_all_correct"] < 0.2
-    assert 0.0 < res["chance_position_correct"] < 1.0
+        assert res[f"floor_other_{name}"] == pytest.approx(hits[name] / denominator, abs=0.02), name
+    assert 0.0 <= res["floor_other_all_correct"] < 0.2
+    assert 0.0 < res["floor_other_position_correct"] < 1.0
 
 
 def test_deterministic_for_a_fixed_key_and_samples_use_distinct_keys(scenes):
@@ -94,8 +128,9 @@ def test_deterministic_for_a_fixed_key_and_samples_use_distinct_keys(scenes):
 
 def test_examples_and_output_formats(scenes):
     dict_fn = lambda c, k: {"images": jnp.asarray(scenes["truth"](c, k))}
-    with_tok = generation.evaluate_generation(dict_fn, scenes["batches"], KEY, 32, tokenizer=scenes["tok"],
-                                              num_examples=5)
+    with_tok = generation.evaluate_generation(
+        dict_fn, scenes["batches"], KEY, 32, tokenizer=scenes["tok"], num_examples=5
+    )
     uint8_fn = lambda c, k: np.round(scenes["truth"](c, k) * 255).astype(np.uint8)
     without = generation.evaluate_generation(uint8_fn, scenes["batches"], KEY, 32, num_examples=5)
     assert with_tok["all_correct"] == without["all_correct"] == 1.0

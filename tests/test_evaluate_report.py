@@ -11,7 +11,7 @@ from PIL import Image
 
 from infotok_jax import data
 from infotok_jax.data.text_tokenizer import WordTokenizer
-from infotok_jax.evaluate import generation, grids, reconstruction, report, understanding
+from infotok_jax.evaluate import generation, grids, information_plane, reconstruction, report, understanding
 
 SIZES = {"num_train": 64, "num_validation": 32, "num_test": 32, "num_holdout": 32}
 
@@ -61,10 +61,13 @@ def test_report_flat_metrics_table_and_json(scenes, tmp_path):
     pairs = [(x, a) for b in batches for x, a in zip(b["image"], b["answer_tokens"], strict=True)]
     oracle_answers = {x.tobytes(): a for x, a in pairs}
     perfect = understanding.evaluate_understanding(
-        lambda im, q, n: np.stack([oracle_answers[x.tobytes()] for x in im]), batches, tok)
+        lambda im, q, n: np.stack([oracle_answers[x.tobytes()] for x in im]), batches, tok
+    )
     recon = reconstruction.evaluate_reconstruction(lambda x: np.full_like(x, 0.5), batches)
-    columns = {"validation": {"understanding": perfect, "reconstruction": recon},
-               "holdout": {"understanding": answer}}
+    columns = {
+        "validation": {"understanding": perfect, "reconstruction": recon},
+        "holdout": {"understanding": answer},
+    }
     flat = report.flatten_metrics(columns)
     assert flat["validation/understanding/accuracy"] == 1.0
     assert flat["holdout/understanding/chance_accuracy_color"] == pytest.approx(1 / 6)
@@ -72,13 +75,19 @@ def test_report_flat_metrics_table_and_json(scenes, tmp_path):
     assert not any(k.endswith("/examples") for k in flat)
 
     cells = _table_cells(report.markdown_table(columns))
-    assert cells["understanding accuracy"][0] == f"1.000 ({perfect['chance_accuracy']:.3f})"
-    assert cells["understanding accuracy"][1] == f"0.000 ({answer['chance_accuracy']:.3f})"
+    refs = lambda r, m: (
+        f"blind {r['floor_blind_' + m]:.3f}, majority {r['floor_majority_' + m]:.3f}, "  # noqa: E731
+        f"chance {r['chance_' + m]:.3f}"
+    )
+    assert cells["understanding accuracy"][0] == f"1.000 ({refs(perfect, 'accuracy')})"
+    assert cells["understanding accuracy"][1] == f"0.000 ({refs(answer, 'accuracy')})"
     assert float(cells["reconstruction psnr"][0]) == pytest.approx(recon["psnr"], abs=5e-4)
     assert cells["reconstruction psnr"][1] == ""
     assert cells["understanding num_examples"] == ["32", "32"]
+    assert not any(label.split()[1].startswith(("floor_", "chance_")) for label in cells)  # no own rows
     for name in ("color", "shape", "size", "count", "position"):
-        value, chance = cells[f"understanding accuracy_{name}"][0].rstrip(")").split(" (")
+        value, rest = cells[f"understanding accuracy_{name}"][0].rstrip(")").split(" (")
+        chance = rest.split("chance ")[1]
         assert float(chance) == pytest.approx(perfect[f"chance_accuracy_{name}"], abs=5e-4)
         expected = perfect[f"accuracy_{name}"]
         assert value == "n/a" if math.isnan(expected) else float(value) == expected
@@ -95,16 +104,29 @@ def test_report_flat_metrics_table_and_json(scenes, tmp_path):
 
 def test_grids_have_the_requested_pixel_size(tmp_path):
     rng = np.random.default_rng(0)
-    gens = [{"image": rng.uniform(size=(32, 32, 3)), "caption": f"a small red circle number {i}",
-             "all_correct": i % 2 == 0} for i in range(11)]
+    gens = [
+        {
+            "image": rng.uniform(size=(32, 32, 3)),
+            "caption": f"a small red circle number {i}",
+            "all_correct": i % 2 == 0,
+        }
+        for i in range(11)
+    ]
     path = str(tmp_path / "g.png")
     grids.generation_grid(gens, path, columns=4, cell_inches=(1.5, 2.0), dpi=80, title="gens")
     image = Image.open(path)
     assert image.size == (round(4 * 1.5 * 80), round(3 * 2.0 * 80))  # 4 columns, ceil(11 / 4) = 3 rows
     pixels = np.asarray(image.convert("RGB"), np.float32) / 255.0
     assert pixels.std() > 0.05  # the images were drawn, not a blank canvas
-    qas = [{"image": rng.uniform(size=(64, 64, 3)), "question": "what color is it ?", "predicted": "red",
-            "answer": "blue", "correct": False}] * 3
+    qas = [
+        {
+            "image": rng.uniform(size=(64, 64, 3)),
+            "question": "what color is it ?",
+            "predicted": "red",
+            "answer": "blue",
+            "correct": False,
+        }
+    ] * 3
     grids.qa_grid(qas, str(tmp_path / "q.png"), columns=6, cell_inches=(1.8, 2.2), dpi=50)
     assert Image.open(tmp_path / "q.png").size == (round(3 * 1.8 * 50), round(1 * 2.2 * 50))
     with pytest.raises(ValueError, match="examples is empty"):
@@ -116,13 +138,30 @@ def test_evaluate_splits_equals_the_individual_evaluators(scenes):
     zeros = lambda im, q, n: np.zeros((len(im), n), np.int32)
     blank = lambda c, k: np.zeros((len(c), 32, 32, 3), np.float32)
     gray = lambda x: np.full_like(x, 0.5)
-    columns = report.evaluate_splits(lambda split: iter(batches), ["validation", "again"], tokenizer=tok,
-                                     key=key, image_size=32, answer_fn=zeros, generate_fn=blank,
-                                     reconstruct_fn=gray, max_batches=2)
+    encode = lambda x: x.reshape(len(x), 16, -1)
+    columns = report.evaluate_splits(
+        lambda split: iter(batches),
+        ["validation", "again"],
+        tokenizer=tok,
+        key=key,
+        image_size=32,
+        answer_fn=zeros,
+        generate_fn=blank,
+        reconstruct_fn=gray,
+        encode_fn=encode,
+        max_batches=2,
+        information_examples=20,
+    )
     assert list(columns) == ["validation", "again"]
-    direct = {"understanding": understanding.evaluate_understanding(zeros, batches, tok, max_batches=2),
-              "generation": generation.evaluate_generation(blank, batches, key, 32, 2, tokenizer=tok),
-              "reconstruction": reconstruction.evaluate_reconstruction(gray, batches, max_batches=2)}
+    direct = {
+        "understanding": understanding.evaluate_understanding(zeros, batches, tok, max_batches=2),
+        "generation": generation.evaluate_generation(
+            blank, batches, key, 32, 2, tokenizer=tok, reconstruct_fn=gray
+        ),
+        "reconstruction": reconstruction.evaluate_reconstruction(gray, batches, max_batches=2),
+        "information": information_plane.evaluate_information(encode, batches, num_examples=20),
+    }
     for name in columns:
         assert report.to_json(columns[name]) == report.to_json(direct)  # NaN-safe comparison
     assert columns["validation"]["reconstruction"]["num_examples"] == 24
+    assert columns["validation"]["information"]["num_examples"] == 20

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from infotok_jax.mllm import hosts, sampling
-from infotok_jax.mllm.hosts import ar_host
+from infotok_jax.mllm.hosts import sequences
 from tests.test_hosts_common import (
     check_answer_format,
     greedy_answer_reference,
@@ -39,8 +39,9 @@ def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
-    (_, metrics, aux), _ = model.apply(variables, scene_batch(), train=True, mutable=["state"],
-                                       rngs={"sample": jax.random.PRNGKey(0)})
+    (_, metrics, aux), _ = model.apply(
+        variables, scene_batch(), train=True, mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)}
+    )
     for name in ("loss/understanding", "loss/generation", "loss/reconstruction", "loss/tokenizer_commitment"):
         assert np.isfinite(float(metrics[name])), name
     assert aux["z_pre"].shape == (8, 16, 8) and aux["indices"].shape == (8, 16)
@@ -68,7 +69,7 @@ def test_understanding_gradients_reach_the_tokenizer_encoder_only_when_enabled()
 def _uncached_generate(model, variables, captions, key, temperature, top_k, cfg_scale):
     """Recomputes the whole [caption | BOI | codes] sequence for every code; same per-step keys."""
     c, n = model.config, model.num_image_tokens
-    rows, scale = hosts.common.sampling_rows(c, captions, 1, cfg_scale)
+    rows, scale = sequences.sampling_rows(c, captions, 1, cfg_scale)
     b = captions.shape[0]
     logits_fn = jax.jit(lambda codes: model.apply(variables, rows, codes, method="code_generation_logits"))
     codes = jnp.zeros((b, n), jnp.int32)
@@ -79,7 +80,7 @@ def _uncached_generate(model, variables, captions, key, temperature, top_k, cfg_
             logits = sampling.cfg_combine(logits[:b], logits[b:], scale)
         # The sampler draws over the whole LM vocabulary with non-code ids at -inf: same distribution, and
         # the same draw only when laid out the same way.
-        full = jnp.full((b, v.size), -1e30).at[:, v.code_offset:v.code_offset + v.codes].set(logits)
+        full = jnp.full((b, v.size), -1e30).at[:, v.code_offset : v.code_offset + v.codes].set(logits)
         tok = sampling.sample_logits(jax.random.fold_in(key, i), full, temperature=temperature, top_k=top_k)
         codes = codes.at[:, i].set(tok - v.code_offset)
     return codes
@@ -89,11 +90,11 @@ def test_cached_generation_equals_uncached_recomputation():
     model, variables, _ = trained()
     captions = scene_batch()["caption_tokens"][:3]
     key = jax.random.PRNGKey(7)
-    gen = jax.jit(functools.partial(ar_host.generate, model, temperature=1.0, top_k=8, cfg_scale=2.0))
+    gen = jax.jit(functools.partial(model.generate, temperature=1.0, top_k=8, cfg_scale=2.0))
     out = gen(variables, captions, key)
     ref = _uncached_generate(model, variables, captions, key, 1.0, 8, 2.0)
     np.testing.assert_array_equal(out["codes"], ref)
-    greedy = ar_host.generate(model, variables, captions, key, temperature=0.0, cfg_scale=1.0)
+    greedy = model.generate(variables, captions, key, temperature=0.0, cfg_scale=1.0)
     ref = _uncached_generate(model, variables, captions, key, 0.0, 0, 1.0)
     np.testing.assert_array_equal(greedy["codes"], ref)
 

@@ -16,7 +16,7 @@ import pytest
 from infotok_jax.data import scenes_render, scenes_spec
 from infotok_jax.data.text_tokenizer import WordTokenizer, batch_encode
 from infotok_jax.mllm import hosts
-from infotok_jax.mllm.hosts import common, continuous_host, flow_head, masked_host
+from infotok_jax.mllm.hosts import continuous_host, flow_head, masked_host, sequences
 
 
 def tiny_config(kind: str, **overrides):
@@ -43,10 +43,12 @@ def _scene_batch_np(batch: int, seed: int) -> dict:
     tok = WordTokenizer(scenes_spec.vocabulary())
     ex = [scenes_render.render_example(seed, "train", i, 32, 0.0) for i in range(batch)]
     qa = [e["qa"][i % len(e["qa"])] for i, e in enumerate(ex)]
-    return {"image": np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0,
-            "caption_tokens": batch_encode(tok, [e["caption"] for e in ex], 32),
-            "question_tokens": batch_encode(tok, [q for q, _, _ in qa], 16),
-            "answer_tokens": batch_encode(tok, [a for _, a, _ in qa], 8)}
+    return {
+        "image": np.stack([e["image"] for e in ex]).astype(np.float32) / 255.0,
+        "caption_tokens": batch_encode(tok, [e["caption"] for e in ex], 32),
+        "question_tokens": batch_encode(tok, [q for q, _, _ in qa], 16),
+        "answer_tokens": batch_encode(tok, [a for _, a, _ in qa], 8),
+    }
 
 
 def scene_batch(batch: int = 8, seed: int = 0) -> dict:
@@ -67,9 +69,11 @@ def train(model, variables, batch, steps: int, lr: float = 3e-3):
     @jax.jit
     def step(params, state, opt_state):
         def loss_fn(p):
-            (loss, _, _), mut = model.apply({"params": p, **state}, batch, train=True, rngs=rngs,
-                                            mutable=list(state))
+            (loss, _, _), mut = model.apply(
+                {"params": p, **state}, batch, train=True, rngs=rngs, mutable=list(state)
+            )
             return loss, mut
+
         (loss, mut), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), dict(mut), opt_state, loss
@@ -88,9 +92,15 @@ def understanding_grads(model, variables) -> tuple[float, float]:
     batch = scene_batch()
 
     def loss_fn(params):
-        (_, metrics, _), _ = model.apply({**variables, "params": params}, batch, train=True,
-                                         mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)})
+        (_, metrics, _), _ = model.apply(
+            {**variables, "params": params},
+            batch,
+            train=True,
+            mutable=["state"],
+            rngs={"sample": jax.random.PRNGKey(0)},
+        )
         return metrics["loss/understanding"]
+
     grads = jax.jit(jax.grad(loss_fn))(variables["params"])["tokenizer"]
     return float(optax.tree.norm(grads["encoder"])), float(optax.tree.norm(grads["decoder"]))
 
@@ -105,14 +115,14 @@ def greedy_answer_reference(model, variables, images, question, max_answer_len):
     banned[[c.pad_id, c.bos_id]] = True
     fn = jax.jit(lambda a: model.apply(variables, images, question, a, method="understanding_logits"))
     for j in range(max_answer_len - 1):
-        logits = np.array(fn(ans)[:, a0 + j, :c.text_vocab_size])
+        logits = np.array(fn(ans)[:, a0 + j, : c.text_vocab_size])
         logits[:, banned] = -np.inf
         ans = ans.at[:, j + 1].set(jnp.asarray(logits.argmax(-1), jnp.int32))
     out = np.array(ans)
     for row in out:
         eos = np.flatnonzero(row[1:] == c.eos_id)
         if eos.size:
-            row[eos[0] + 2:] = c.pad_id
+            row[eos[0] + 2 :] = c.pad_id
     return out
 
 
@@ -122,7 +132,7 @@ def check_answer_format(ans: np.ndarray, c) -> None:
     for row in ans:
         eos = np.flatnonzero(row == c.eos_id)
         end = eos[0] if eos.size else len(row)
-        assert np.all(row[end + 1:] == c.pad_id), row
+        assert np.all(row[end + 1 :] == c.pad_id), row
         assert not np.any(np.isin(row[1:end], [c.pad_id, c.bos_id])), row
 
 
@@ -131,10 +141,10 @@ def check_answer_format(ans: np.ndarray, c) -> None:
 
 def test_understanding_layout_targets_positions_and_mask():
     c = tiny_config("ar")
-    v = common.vocab_for(c)
+    v = sequences.vocab_for(c)
     q = jnp.array([[1, 9, 10, 2, 0, 0]])
     a = jnp.array([[1, 7, 8, 2, 0]])
-    lay = common.understanding_layout(q, a, 3, v, c.pad_id)
+    lay = sequences.understanding_layout(q, a, 3, v, c.pad_id)
     np.testing.assert_array_equal(lay["tokens"], [[1, 9, 10, 2, 0, 0, v.boi, 0, 0, 0, v.eoi, 1, 7, 8, 2, 0]])
     np.testing.assert_array_equal(lay["modality"][0], [0] * 7 + [1] * 3 + [0] * 6)
     # Positions count valid tokens only: as if the question padding were removed.
@@ -142,8 +152,8 @@ def test_understanding_layout_targets_positions_and_mask():
     # The answer BOS (slot 11) predicts "7", then "8", then EOS; nothing else is scored.
     np.testing.assert_array_equal(np.flatnonzero(lay["loss_mask"][0]), [11, 12, 13])
     np.testing.assert_array_equal(lay["targets"][0, 11:14], [7, 8, 2])
-    omni = common.attention_mask("omni", lay)[0]
-    causal = common.attention_mask("causal", lay)[0]
+    omni = sequences.attention_mask("omni", lay)[0]
+    causal = sequences.attention_mask("causal", lay)[0]
     assert bool(omni[7, 9]) and not bool(causal[7, 9])  # image slot 0 sees image slot 2 only under omni
     assert not bool(omni[3, 11]) and not bool(omni[9, 4])  # text never sees the future; pad is never seen
     assert v.size == c.text_vocab_size + 32 + 2
@@ -151,13 +161,13 @@ def test_understanding_layout_targets_positions_and_mask():
 
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="tokenizer.quantizer"):
-        common.validate_host_config(tiny_config("continuous", **{"tokenizer.quantizer": "vq"}))
+        hosts.validate_host_config(tiny_config("continuous", **{"tokenizer.quantizer": "vq"}))
     with pytest.raises(ValueError, match="cfg_dropout"):
-        common.validate_host_config(tiny_config("ar", cfg_dropout=1.0))
+        hosts.validate_host_config(tiny_config("ar", cfg_dropout=1.0))
     with pytest.raises(ValueError, match="kind"):
         hosts.default_host_config("diffusion")
     with pytest.raises(ValueError, match="caption_tokens"):
-        common.sampling_rows(tiny_config("ar"), jnp.zeros((2, 5), jnp.int32), 1, None)
+        sequences.sampling_rows(tiny_config("ar"), jnp.zeros((2, 5), jnp.int32), 1, None)
 
 
 def test_random_token_mask_and_reveal_schedule():
@@ -233,16 +243,23 @@ def test_lm_grad_to_tokenizer_scales_only_the_lm_gradient_into_the_encoder(scale
 
     def grads(model, name):
         def loss_fn(params):
-            (_, metrics, _), _ = model.apply({**variables, "params": params}, batch, train=True,
-                                             mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)})
+            (_, metrics, _), _ = model.apply(
+                {**variables, "params": params},
+                batch,
+                train=True,
+                mutable=["state"],
+                rngs={"sample": jax.random.PRNGKey(0)},
+            )
             return metrics[name]
+
         return jax.jit(jax.grad(loss_fn))(variables["params"])
 
     for name in ("loss/understanding", "loss/generation"):
         full, scaled = grads(base_model, name), grads(scaled_model, name)
         encoder_full = optax.tree.norm(full["tokenizer"]["encoder"])
-        np.testing.assert_allclose(optax.tree.norm(scaled["tokenizer"]["encoder"]), scale * encoder_full,
-                                   rtol=1e-4, atol=1e-8)
+        np.testing.assert_allclose(
+            optax.tree.norm(scaled["tokenizer"]["encoder"]), scale * encoder_full, rtol=1e-4, atol=1e-8
+        )
         np.testing.assert_allclose(optax.tree.norm(scaled["lm"]), optax.tree.norm(full["lm"]), rtol=1e-5)
     recon_full = grads(base_model, "loss/reconstruction")["tokenizer"]["encoder"]
     recon_scaled = grads(scaled_model, "loss/reconstruction")["tokenizer"]["encoder"]

@@ -39,8 +39,9 @@ def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
-    (_, metrics, aux), _ = model.apply(variables, scene_batch(), train=True, mutable=["state"],
-                                       rngs={"sample": jax.random.PRNGKey(0)})
+    (_, metrics, aux), _ = model.apply(
+        variables, scene_batch(), train=True, mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)}
+    )
     assert np.isfinite(float(metrics["loss/generation"]))
     assert {"mean", "log_var", "z"} <= set(aux)  # the InfoTok task reads the Gaussian head from aux
 
@@ -49,8 +50,11 @@ def test_plain_continuous_tokenizer_traces_with_the_same_contract():
     model = hosts.build_host(tiny_config("continuous", **{"tokenizer.quantizer": "none"}))
     variables = jax.eval_shape(lambda: hosts.init_variables(model, jax.random.PRNGKey(0)))
     (loss, metrics, aux), _ = jax.eval_shape(
-        lambda v: model.apply(v, scene_batch(), train=True, mutable=["state"],
-                              rngs={"sample": jax.random.PRNGKey(0)}), variables)
+        lambda v: model.apply(
+            v, scene_batch(), train=True, mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)}
+        ),
+        variables,
+    )
     assert loss.shape == () and aux["z"].shape == (8, 16, 8) and "loss/generation" in metrics
 
 
@@ -72,7 +76,9 @@ def test_flow_loss_reaches_the_encoder_only_through_the_lm_inputs():
                 z = m.tokenizer(batch["image"], train=True)["z"]
                 masked = jnp.broadcast_to(masked_N[None], z.shape[:2])
                 return m.mar_loss(batch["caption_tokens"], z, masked, True)
+
             return model.apply({**variables, "params": p}, method=fn, rngs={"sample": jax.random.PRNGKey(0)})
+
         return optax.tree.norm(jax.grad(loss)(params)["tokenizer"]["encoder"])
 
     assert float(encoder_grad_norm(variables["params"], jnp.ones(16, bool))) == 0.0
@@ -90,8 +96,9 @@ def test_generate_is_deterministic_per_key_and_fills_every_slot():
     lat = np.asarray(a["latents"])
     assert lat.shape == (4, 16, 8) and np.all(np.abs(lat).max(-1) > 0)  # every slot was sampled
     assert a["images"].shape == (4, 32, 32, 3)
-    np.testing.assert_allclose(a["images"], model.apply(variables, a["latents"], method="decode_latents"),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        a["images"], model.apply(variables, a["latents"], method="decode_latents"), atol=1e-6
+    )
 
 
 def test_answer_is_cached_greedy_decoding_with_eos_and_padding():

@@ -60,14 +60,14 @@ def test_image_slots_see_each_other_and_text_stays_causal():
     # Change the last image token: every earlier image slot changes (bidirectional), the caption does not.
     changed = np.asarray(full_logits(caption, z.at[:, -1].set(z[:, -1] + 1.0)))
     np.testing.assert_array_equal(changed[:, :s], base[:, :s])
-    assert np.all(np.abs(changed[:, s:s + n - 1] - base[:, s:s + n - 1]).max(-1) > 1e-6)
+    assert np.all(np.abs(changed[:, s : s + n - 1] - base[:, s : s + n - 1]).max(-1) > 1e-6)
     # Change caption word 3: positions before it are untouched (causal text), later ones (and the image) move.
     changed = np.asarray(full_logits(caption.at[:, 3].set(caption[:, 3] % 40 + 4), z))
     np.testing.assert_array_equal(changed[:, :3], base[:, :3])
     moved = np.abs(changed - base).max(-1) > 1e-6
     valid_caption = np.asarray(caption != c.pad_id)
-    assert np.all(moved[:, 3:s - 1][valid_caption[:, 3:]]) and np.all(moved[:, s:s + n])
-    assert not np.any(moved[:, :s - 1][~valid_caption])  # padding slots see only themselves
+    assert np.all(moved[:, 3 : s - 1][valid_caption[:, 3:]]) and np.all(moved[:, s : s + n])
+    assert not np.any(moved[:, : s - 1][~valid_caption])  # padding slots see only themselves
 
 
 def test_understanding_gradients_reach_the_tokenizer_encoder():

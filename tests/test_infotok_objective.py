@@ -5,11 +5,13 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from infotok_jax import estimators, infotok
 from infotok_jax.data import scenes_spec
+from infotok_jax.tasks import base
 
 
 def _config(**overrides):
@@ -53,16 +55,59 @@ def test_scene_attribute_embedding_counts_present_objects():
     assert emb[s + c + 2 + 4] == 1 and emb[s + c + 2 + 8] == 1 and emb.sum() == 8
 
 
-def test_target_embedding_uses_labels_for_labeled_datasets():
-    batch = {"label": jnp.asarray([2, 0]), "objects": -jnp.ones((2, 3, 4), jnp.int32)}
-    np.testing.assert_array_equal(infotok.target_embedding(batch, 3), [[0, 0, 1], [1, 0, 0]])
-    scenes = {
-        "label": -jnp.ones((1,), jnp.int32),
-        "objects": jnp.asarray([[[1, 2, 0, 3], [-1] * 4, [-1] * 4]]),
+def test_relevance_embedding_privileged_variants_are_the_old_targets():
+    batch = {"label": jnp.asarray([2, 0]), "objects": jnp.asarray([[[1, 2, 0, 3], [-1] * 4, [-1] * 4]] * 2)}
+    label = infotok.relevance_embedding(batch, "label", vocab_size=8, num_classes=3)
+    np.testing.assert_array_equal(label, [[0, 0, 1], [1, 0, 0]])
+    attributes = infotok.relevance_embedding(batch, "attributes", vocab_size=8, num_classes=0)
+    np.testing.assert_array_equal(attributes, infotok.scene_attribute_embedding(batch["objects"]))
+
+
+def test_text_relevance_is_question_and_answer_bags_of_words():
+    batch = {"question_tokens": jnp.asarray([[1, 4, 5, 2, 0]]), "answer_tokens": jnp.asarray([[1, 6, 2, 0]])}
+    y = np.asarray(infotok.relevance_embedding(batch, "text", vocab_size=8, num_classes=0))[0]
+    q, a = np.zeros(8), np.zeros(8)
+    q[[1, 4, 5, 2]] = 0.5  # four words, unit norm
+    a[[1, 6, 2]] = 1 / math.sqrt(3)
+    np.testing.assert_allclose(y, np.concatenate([q, a]) / math.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(y), 1.0, rtol=1e-6)
+
+
+def _task_config(target: str):
+    config = ml_collections.ConfigDict()
+    config.data = ml_collections.ConfigDict(dict(name="scenes32", text_vocab_size=16, num_classes=0))
+    config.infotok = _config(estimator="hsic", relevance_target=target, warmup_steps=0)
+    return config
+
+
+def _scene_batch(seed=0, b=16):
+    rng = np.random.default_rng(seed)
+    objects = rng.integers(0, 4, size=(b, 3, 4)).astype(np.int32)
+    return {
+        "image": jnp.asarray(rng.random((b, 8, 8, 3)), jnp.float32),
+        "caption_tokens": jnp.asarray(rng.integers(3, 16, size=(b, 6)), jnp.int32),
+        "question_tokens": jnp.asarray(rng.integers(3, 16, size=(b, 5)), jnp.int32),
+        "answer_tokens": jnp.asarray(rng.integers(3, 16, size=(b, 3)), jnp.int32),
+        "objects": jnp.asarray(objects),
+        "label": jnp.asarray(rng.integers(0, 3, size=(b,)), jnp.int32),
     }
-    np.testing.assert_array_equal(
-        infotok.target_embedding(scenes, 0), infotok.scene_attribute_embedding(scenes["objects"])
-    )
+
+
+@pytest.mark.parametrize("target, reads_objects", [("text", False), ("attributes", True)])
+def test_label_free_default_never_reads_the_annotation(target, reads_objects):
+    """The default Y uses no `objects`/`label`: scrambling them leaves the regularizer unchanged."""
+    task = base.ExperimentTask()
+    task.config = _task_config(target)
+    batch = _scene_batch()
+    scrambled = {**batch, "objects": batch["objects"][::-1], "label": batch["label"][::-1] + 1}
+    z = jnp.asarray(np.random.default_rng(1).normal(size=(16, 4, 6)), jnp.float32)
+    values = [
+        infotok.regularizer(task.config.infotok, **task.infotok_views(b, {"z_pre": z}), step=jnp.asarray(0))[
+            0
+        ]
+        for b in (batch, scrambled)
+    ]
+    assert (float(values[0]) != float(values[1])) == reads_objects
 
 
 def test_caption_embedding_ignores_padding_and_is_unit_norm():
@@ -148,8 +193,132 @@ def test_vib_arm_vq_rate_is_categorical_kl_to_uniform():
         ({"estimator": "vib"}, "fsq", "estimator"),
         ({"bandwidth": "-2.0"}, "vq", "bandwidth"),
         ({"bandwidth": "wide"}, "vq", "bandwidth"),
+        ({"relevance_target": "objects"}, "vq", "relevance_target"),
+        ({"control_temperature": 0.0}, "vq", "control_temperature"),
     ],
 )
 def test_validate_names_the_field(overrides, quantizer, field):
     with pytest.raises(ValueError, match=f"config.infotok.{field}"):
         infotok.validate(_config(**overrides), quantizer)
+
+
+@pytest.mark.parametrize("hsic_estimator", ["biased", "unbiased"])
+@pytest.mark.parametrize("normalized", [True, False])
+def test_shared_gram_path_equals_the_per_pair_path(hsic_estimator, normalized):
+    """The three dependences from one shared Z side == three separate (n)HSIC calls (the old path)."""
+    config = _config(
+        estimator="hsic",
+        hsic_estimator=hsic_estimator,
+        normalized=normalized,
+        kernel_x="laplacian",
+        kernel_y="linear",
+        kernel_t="inverse_multiquadric",
+        beta=0.3,
+        lambda_y=0.2,
+        lambda_c=0.1,
+        warmup_steps=0,
+    )
+    inputs = _inputs(b=24)
+    loss, metrics = infotok.regularizer(config, **inputs, tokenizer_out={}, step=jnp.asarray(0))
+    z = inputs["z_BxNxD"].mean(axis=1)
+    pair = estimators.normalized_hsic if normalized else estimators.hsic
+    kw = dict(estimator=hsic_estimator)
+    expected = {
+        "compression": pair(inputs["x_view_BxF"], z, kernel_x="laplacian", **kw),
+        "relevance": pair(z, inputs["y_BxE"], kernel_y="linear", **kw),
+        "consistency": pair(z, inputs["t_BxE"], kernel_y="inverse_multiquadric", **kw),
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(metrics[f"infotok/{name}"], value, rtol=1e-5, atol=1e-7)
+    c, r, t = expected.values()
+    np.testing.assert_allclose(loss, 0.3 * c - 0.2 * r - 0.1 * t, rtol=1e-5, atol=1e-7)
+
+
+def test_dependence_metrics_equal_separate_normalized_hsic():
+    inputs = _inputs(b=20)
+    metrics = infotok.dependence_metrics(_config(), **inputs, tokenizer_out={})
+    z = inputs["z_BxNxD"].mean(axis=1)
+    np.testing.assert_allclose(
+        metrics["nhsic_xz"], estimators.normalized_hsic(inputs["x_view_BxF"], z), rtol=1e-5
+    )
+    np.testing.assert_allclose(metrics["nhsic_zy"], estimators.normalized_hsic(z, inputs["y_BxE"]), rtol=1e-5)
+    np.testing.assert_allclose(metrics["nhsic_zt"], estimators.normalized_hsic(z, inputs["t_BxE"]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("zeroed, kept", [("lambda_y", "relevance"), ("beta", "compression")])
+def test_zero_weight_drops_the_term_and_its_gradient(zeroed, kept):
+    """Per-term arms are weight overrides: a 0 weight computes nothing for that term (a NaN input
+    there cannot leak) and the gradient is the one of the remaining terms."""
+    weights = dict(beta=0.3, lambda_y=0.2, lambda_c=0.1)
+    config = _config(estimator="hsic", warmup_steps=0, **{**weights, zeroed: 0.0})
+    inputs = _inputs()
+    poisoned = {**inputs, {"lambda_y": "y_BxE", "beta": "x_view_BxF"}[zeroed]: jnp.full((16, 3), jnp.nan)}
+
+    def f(z, views):
+        return infotok.regularizer(config, **{**views, "z_BxNxD": z}, tokenizer_out={}, step=jnp.asarray(0))
+
+    (loss, metrics), grad = jax.value_and_grad(f, has_aux=True)(inputs["z_BxNxD"], poisoned)
+    assert f"infotok/{kept}" not in metrics and "infotok/consistency" in metrics
+
+    def reference(z):
+        zp = z.mean(axis=1)
+        out = -0.1 * estimators.normalized_hsic(zp, inputs["t_BxE"])
+        if zeroed == "lambda_y":
+            return out + 0.3 * estimators.normalized_hsic(inputs["x_view_BxF"], zp)
+        return out - 0.2 * estimators.normalized_hsic(zp, inputs["y_BxE"])
+
+    np.testing.assert_allclose(loss, reference(inputs["z_BxNxD"]), rtol=1e-5)
+    np.testing.assert_allclose(grad, jax.grad(reference)(inputs["z_BxNxD"]), rtol=1e-4, atol=1e-7)
+
+
+def test_all_weights_zero_is_a_zero_regularizer():
+    config = _config(estimator="hsic", beta=0.0, lambda_y=0.0, lambda_c=0.0)
+    loss, metrics = infotok.regularizer(config, **_inputs(), tokenizer_out={}, step=jnp.asarray(500))
+    assert float(loss) == 0.0 and "infotok/compression" not in metrics
+
+
+def test_supervised_arm_weights_the_control_losses():
+    config = _config(estimator="supervised", lambda_y=0.2, lambda_c=0.1, warmup_steps=10)
+    losses = {"probe": jnp.asarray(2.0), "alignment": jnp.asarray(3.0)}
+    loss, metrics = infotok.regularizer(
+        config, **_inputs(), tokenizer_out={}, step=jnp.asarray(5), control_losses=losses
+    )
+    np.testing.assert_allclose(loss, 0.5 * (0.2 * 2.0 + 0.1 * 3.0), rtol=1e-6)
+    assert metrics["infotok/probe_loss"] == 2.0 and "infotok/compression" not in metrics
+    with pytest.raises(ValueError, match="supervised"):
+        infotok.regularizer(config, **_inputs(), tokenizer_out={}, step=jnp.asarray(5))
+
+
+def test_supervised_controls_train_on_a_tiny_problem():
+    """Probe and caption InfoNCE heads (plus a trainable encoder) reduce both losses."""
+    import optax
+
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(32, 4)).astype(np.float32)
+    images = jnp.asarray(latent @ rng.normal(size=(4, 10)).astype(np.float32))
+    y = jnp.asarray(np.abs(latent[:, :3]))
+    t = jnp.asarray(np.eye(32, dtype=np.float32)[:, :16] + np.abs(latent[:, :1]))
+    heads = infotok.SupervisedControls(y_dim=3, proj_dim=8, temperature=0.1)
+    params = {
+        "encoder": jnp.asarray(rng.normal(size=(10, 6)).astype(np.float32) * 0.3),
+        "heads": heads.init(jax.random.key(0), jnp.zeros((32, 6)), y, t)["params"],
+    }
+
+    def losses(p):
+        out = heads.apply({"params": p["heads"]}, images @ p["encoder"], y, t)
+        return out["probe"] + out["alignment"], out
+
+    opt = optax.adam(1e-2)
+    state = opt.init(params)
+    first = losses(params)[1]
+
+    @jax.jit
+    def step(p, s):
+        updates, s = opt.update(jax.grad(lambda q: losses(q)[0])(p), s, p)
+        return optax.apply_updates(p, updates), s
+
+    for _ in range(150):
+        params, state = step(params, state)
+    last = losses(params)[1]
+    assert float(last["probe"]) < 0.5 * float(first["probe"])
+    assert float(last["alignment"]) < float(first["alignment"]) - 0.5

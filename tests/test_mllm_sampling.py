@@ -1,7 +1,9 @@
-"""Tests for sampling: filters, guidance, KV-cached AR generation against uncached recomputation, MaskGIT."""
+"""Tests for sampling and decoding: filters, guidance, KV-cached AR decoding (`decoding.cached_decode` on the
+backbone) against uncached recomputation, MaskGIT."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -11,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from infotok_jax.mllm import attention_masks, kv_cache, sampling
+from infotok_jax.mllm import attention_masks, decoding, kv_cache, sampling
 from infotok_jax.mllm.backbone import Transformer, TransformerConfig
 
 TINY = TransformerConfig(
@@ -90,6 +92,56 @@ def test_cfg_combine_formula():
     np.testing.assert_allclose(sampling.cfg_combine(cond, uncond, 3.0), 3 * cond - 2 * uncond, atol=1e-5)
 
 
+def _prefill(m, prompt_BxP, valid_BxP):
+    """Writes left-padded prompts to the backbone's cache: (last logits, last position, valid)."""
+    rows, length = prompt_BxP.shape
+    key_valid_BxS = jnp.concatenate([valid_BxP, jnp.ones((rows, m.config.max_len - length), bool)], axis=1)
+    positions_BxP = kv_cache.positions_from_valid(valid_BxP)
+    slots_BxP = jnp.broadcast_to(jnp.arange(length)[None, :], (rows, length))
+    mask = attention_masks.decode_mask(slots_BxP, key_valid_BxS)
+    logits_BxPxV = m(prompt_BxP, positions_BxT=positions_BxP, mask_BxTxT=mask, decode=True)
+    return logits_BxPxV[:, -1], positions_BxP[:, -1], valid_BxP
+
+
+def _step(m, tokens_Bx1, step, positions_Bx1, mask_Bx1xS):
+    del step
+    return m(tokens_Bx1, positions_BxT=positions_Bx1, mask_BxTxT=mask_Bx1xS, decode=True)[:, 0]
+
+
+def _generate(
+    model,
+    params,
+    prompt_BxP,
+    key,
+    num_steps,
+    sampler,
+    *,
+    prompt_valid_BxP=None,
+    uncond_prompt_BxP=None,
+    uncond_valid_BxP=None,
+    allowed_V=None,
+):
+    """Cached generation on the bare backbone: prompts [cond; uncond] through `decoding.cached_decode`."""
+    valid_BxP = jnp.ones(prompt_BxP.shape, bool) if prompt_valid_BxP is None else prompt_valid_BxP
+    if uncond_prompt_BxP is not None:
+        prompt_BxP = jnp.concatenate([prompt_BxP, uncond_prompt_BxP])
+        valid_BxP = jnp.concatenate([valid_BxP, uncond_valid_BxP])
+    cache_len = prompt_BxP.shape[1] + num_steps - 1
+    cached_model = model.clone(config=dataclasses.replace(model.config, max_len=cache_len))
+    return decoding.cached_decode(
+        cached_model,
+        {"params": params},
+        prefill=_prefill,
+        prefill_args=(prompt_BxP, valid_BxP),
+        step=_step,
+        num_steps=num_steps,
+        cache_len=cache_len,
+        key=key,
+        sampler=sampler,
+        allowed_V=allowed_V,
+    )
+
+
 def _uncached_generate(params, prompt, valid, key, sampler, uncond=None, uncond_valid=None, allowed=None):
     """Reference: recompute the whole sequence with the plain (non-decode) forward at every step."""
     model, _ = _model_and_params()
@@ -136,7 +188,7 @@ def test_kv_cached_generation_equals_uncached_recomputation(sampler):
     model, params = _model_and_params()
     prompt, valid = _prompts()
     key = jax.random.PRNGKey(11)
-    gen = jax.jit(lambda p, pr, v, k: sampling.generate(model, p, pr, k, N, sampler, prompt_valid_BxP=v))
+    gen = jax.jit(lambda p, pr, v, k: _generate(model, p, pr, k, N, sampler, prompt_valid_BxP=v))
     cached = gen(params, prompt, valid, key)
     assert cached.shape == (2, N) and cached.dtype == jnp.int32
     np.testing.assert_array_equal(cached, _uncached_generate(params, prompt, valid, key, sampler))
@@ -154,7 +206,7 @@ def test_cfg_generation_with_allowed_tokens_equals_uncached():
     sampler = sampling.SamplerConfig(temperature=1.0, cfg_scale=3.0)
     key = jax.random.PRNGKey(13)
     cached = jax.jit(
-        lambda p: sampling.generate(
+        lambda p: _generate(
             model,
             p,
             prompt,

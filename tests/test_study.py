@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 from infotok_jax.study import aggregate, protocol
-from infotok_jax.training import reporting
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STUDY = [sys.executable, str(REPO / "experiments" / "run_study.py")]
@@ -83,7 +83,8 @@ def _cell(table: str, host: str, arm: str, column: str) -> tuple[float, float]:
 @pytest.mark.slow
 def test_study_runs_skips_complete_runs_and_aggregates_their_files(tmp_path):
     root, env = tmp_path / "study", _env(tmp_path / "tfds")
-    flags = [f"--root={root}", "--hosts=ar", "--arms=none,hsic", "--seeds=0,1", "--steps=2", "--extra=tiny"]
+    flags = [f"--root={root}", f"--results_dir={tmp_path / 'results'}", "--study=tiny", "--hosts=ar"]
+    flags += ["--arms=none,hsic", "--seeds=0,1"]
     first = subprocess.run([*STUDY, *flags], env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     names = ["ar-none-s0", "ar-none-s1", "ar-hsic-s0", "ar-hsic-s1"]
@@ -93,10 +94,10 @@ def test_study_runs_skips_complete_runs_and_aggregates_their_files(tmp_path):
 
     second = subprocess.run([*STUDY, *flags], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert all(f"{n}: SKIP (complete at step 2)" in second.stdout for n in names), second.stdout
+    assert all(f"{n}: SKIP (result {n}.json exists)" in second.stdout for n in names), second.stdout
     assert checkpoint.stat().st_mtime_ns == mtime
 
-    out = root / "study"
+    out = root / "study" / "main"
     for png in ("information_plane.png", "bars.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table, results = (out / "table.md").read_text(), json.loads((out / "results.json").read_text())
@@ -108,19 +109,22 @@ def test_study_runs_skips_complete_runs_and_aggregates_their_files(tmp_path):
             )
             for s in (0, 1)
         ]
-        histories = [reporting.read_metrics(root / "runs" / f"ar-{arm}-s{s}") for s in (0, 1)]
         for key, column, values in (
             (
-                "validation/reconstruction/psnr",
-                "PSNR dB (val)",
-                [d["validation/reconstruction/psnr"] for d in scores],
+                "test/reconstruction/psnr",
+                "PSNR dB (test)",
+                [d["test/reconstruction/psnr"] for d in scores],
             ),
             (
                 "holdout/understanding/accuracy",
                 "understanding acc (holdout)",
                 [d["holdout/understanding/accuracy"] for d in scores],
             ),
-            ("eval/nhsic_xz", "nHSIC(X,Z)", [h[2]["eval/nhsic_xz"] for h in histories]),
+            (
+                "test/information/excess_nhsic_xz_flat",
+                "nHSIC(X,Z) - floor",
+                [d["test/information/excess_nhsic_xz_flat"] for d in scores],
+            ),
         ):
             stats = groups[("ar", arm)]["metrics"][key]
             assert stats["mean"] == pytest.approx(np.mean(values), rel=1e-12)
@@ -132,6 +136,18 @@ def test_study_runs_skips_complete_runs_and_aggregates_their_files(tmp_path):
             )
     assert groups[("ar", "none")]["metrics"]["step_time_vs_baseline"]["values"] == [1.0, 1.0]
     assert groups[("ar", "hsic")]["complete"] == 2
+    record = json.loads((tmp_path / "results" / "tiny" / "ar-hsic-s1.json").read_text())
+    assert record["eval"]["files"]["metrics.json"] == scores[1]  # the last arm's seed-1 scores
+    assert record["timing"]["process_s"]["train"] > 0 and record["timing"]["trainer"]["compile_s"] > 0
+
+    # a new machine: no workdirs, only the result files; the table is regenerated identically
+    shutil.rmtree(root / "runs")
+    (out / "table.md").unlink()
+    third = subprocess.run(
+        [*STUDY, *flags, "--aggregate_only"], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert (out / "table.md").read_text() == table
 
 
 def _load_base(arg: str):
@@ -183,3 +199,271 @@ def test_table_cell_shows_a_std_only_with_two_or_more_seeds():
     assert aggregate._cell(aggregate.summarize([0.5]), 3) == "0.500"
     assert aggregate._cell(aggregate.summarize([0.5, 0.7]), 3) == f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}"
     assert aggregate._cell(None, 3) == "—"
+
+
+# --- protocol: variants, slices; runner: result files, skipping, time budget (fake binaries) ---------
+
+
+def test_controls_are_variants_with_per_host_lm_gradient_flip_and_shared_defaults():
+    ar = {r.value: r for r in protocol.plan("controls", ["ar"], protocol.ARMS, [0], steps=600)}
+    assert len(ar) == len(protocol.SWEEPS["controls"].variants) == 14
+    assert len({r.name for r in ar.values()}) == 14  # every variant is its own run
+    assert ar["baseline"].name == "ar-none-s0" and ar["hsic: full"].name == "ar-hsic-s0"  # = main runs
+    # the AR default passes no LM gradient to the tokenizer, so its control turns it on; masked: off
+    assert ar["baseline, LM gradient flipped"].overrides == ("--config.host.lm_grad_to_tokenizer=1",)
+    masked = protocol.plan("controls", ["masked"], ["none"], [0], steps=600)
+    assert [r.name for r in masked] == ["masked-none-s0", "masked-none-lmgrad0-s0"]
+    relevance = ar["hsic: relevance only"]
+    assert relevance.name == "ar-hsic-beta0-lambda_c0-s0"
+    assert relevance.overrides == ("--config.infotok.beta=0", "--config.infotok.lambda_c=0")
+    assert ar["hsic: relevance + consistency"].name == "ar-hsic-beta0-s0"
+    assert ar["supervised: probe only"].arm == "supervised"
+    assert "arm=supervised" in ar["supervised: probe only"].config_arg
+    assert ar["vib: consistency only"].overrides == ("--config.infotok.beta=0",)
+    assert ar["hsic: privileged Y (attributes)"].name == "ar-hsic-y_attributes-s0"
+    # the same run planned by another sweep has the same name (beta=0 is not in the beta sweep, but
+    # lambda_c=0 is the no_consistency sweep's point)
+    no_c = protocol.plan("no_consistency", ["ar"], ["vib"], [0], steps=600)
+    assert no_c[1].name == ar["vib: rate only"].name == "ar-vib-lambda_c0-s0"
+
+
+def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order():
+    runs = protocol.plan("capacity", ["ar"], ["hsic"], [1], steps=None)
+    assert len(runs) == 6
+    names = {r.value: r.name for r in runs}
+    assert names["tokens=16 nuisance=0.5"] == "ar-hsic-s1"
+    assert names["tokens=64 nuisance=1"] == "ar-hsic-tokens64-nuisance1-s1"
+    assert names["tokens=16 nuisance=0"] == "ar-hsic-nuisance0-s1"  # = the nuisance sweep's run
+    assert (
+        names["tokens=64 nuisance=0.5"] == protocol.plan("tokens", ["ar"], ["hsic"], [1], steps=None)[1].name
+    )
+
+
+def test_slices_follow_the_issue_order_and_run_seed_major():
+    assert [s.name for s in protocol.SLICES][:3] == ["ar_controls", "continuous_controls", "masked_controls"]
+    runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
+    assert len(runs) == 14 * 3 and [r.seed for r in runs[:14]] == [0] * 14 and runs[14].seed == 1
+    assert all(r.steps == 2 and r.host == "ar" for r in runs)
+    with pytest.raises(ValueError, match="--slice"):
+        protocol.slice_by_name("everything")
+
+
+FAKE_PYTHON = r'''#!{python}
+"""Stands in for `python -m infotok_jax.train|evaluate`: writes what the binaries write, from the config."""
+import json, pathlib, re, sys
+module, flags = sys.argv[2], dict(a[2:].split("=", 1) for a in sys.argv[3:])
+workdir, arg = pathlib.Path(flags["workdir"]), flags["config"].split(":", 1)[1]
+seed, arm = int(re.search(r"seed=(\d+)", arg).group(1)), re.search(r"arm=(\w+)", arg).group(1)
+bump = 0.1 * sum(k.startswith("config.") for k in flags)  # overrides change the scores
+with open(pathlib.Path(__file__).parent / "calls.log", "a") as log:
+    log.write(f"{{module}} {{workdir.name}}\n")
+if module == "infotok_jax.train":
+    if "fail" in arg: sys.exit(3)
+    (workdir / "checkpoints" / "2").mkdir(parents=True)
+    (workdir / "config.json").write_text(json.dumps({{"config_arg": arg}}))
+    (workdir / "timing.json").write_text(json.dumps({{"startup_s": 1.0, "compile_s": 2.0, "train_s": 3.0}}))
+    rows = [{{"step": 1, "loss": 1.0, "steps_per_sec": 2.0 + seed}},
+            {{"step": 2, "loss": 0.5, "steps_per_sec": 4.0 + seed + (arm == "hsic"),
+             "eval/nhsic_xz": 0.3 + 0.01 * seed, "eval/nhsic_zy": 0.4 + bump,
+             "eval/rate_bits_per_token": 1.5}}]
+    (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+else:
+    out = workdir / "eval" / "step_000002"
+    out.mkdir(parents=True)
+    acc = 0.5 + 0.1 * seed + (arm == "hsic") * 0.05 + bump
+    keys = ("validation", "test", "holdout")
+    scores = {{f"{{s}}/understanding/accuracy": acc + 0.01 * i for i, s in enumerate(keys)}}
+    scores.update({{f"{{s}}/generation/all_correct": 0.02 * (seed + 1) for s in keys}})
+    scores["validation/reconstruction/psnr"] = 20.0 + seed
+    (out / "metrics.json").write_text(json.dumps(scores))
+'''
+
+
+@pytest.fixture
+def fake_python(tmp_path):
+    path = tmp_path / "bin" / "python"
+    path.parent.mkdir()
+    path.write_text(FAKE_PYTHON.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def _calls(fake_python: pathlib.Path) -> list[str]:
+    log = fake_python.parent / "calls.log"
+    return log.read_text().split("\n")[:-1] if log.exists() else []
+
+
+def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_them_alone(
+    tmp_path, fake_python
+):
+    from infotok_jax.study import results, runner
+
+    root, store = tmp_path / "root", tmp_path / "results"
+    picked = ("baseline", "hsic: full", "hsic: relevance + consistency")
+    runs = [
+        r for r in protocol.plan("controls", ["ar"], ["none", "hsic"], [0, 1], 2, "tiny") if r.value in picked
+    ]
+    assert len(runs) == 6
+    said = []
+    outcomes = runner.execute(
+        runs, root, study="t", results_dir=store, python=str(fake_python), say=said.append
+    )
+    assert set(outcomes.values()) == {"done"} and len(_calls(fake_python)) == 2 * len(runs)
+    record = json.loads((store / "t" / "ar-hsic-beta0-s1.json").read_text())
+    assert record["run"]["overrides"] == ["--config.infotok.beta=0"] and record["run"]["value"].startswith(
+        "hsic"
+    )
+    assert record["eval"]["files"]["metrics.json"]["validation/reconstruction/psnr"] == 21.0
+    assert record["timing"]["trainer"] == {"startup_s": 1.0, "compile_s": 2.0, "train_s": 3.0}
+    assert set(record["timing"]["process_s"]) == {"train", "eval"}
+    assert record["machine"]["nproc"] == os.cpu_count() and len(record["git"]["commit"]) == 40
+    assert record["config"] == {"config_arg": runs[-1].config_arg} and record["history"][1]["loss"] == 0.5
+
+    from_workdirs = aggregate.aggregate(runs, root, "controls")
+    shutil.rmtree(root)  # a new machine: only the committed result files
+    assert set(
+        runner.execute(runs, root, study="t", results_dir=store, python=str(fake_python)).values()
+    ) == {"skipped"}
+    assert len(_calls(fake_python)) == 2 * len(runs) and not root.exists()
+    found = results.load_results(store, "t", runs)
+    view = results.materialize(runs, found, tmp_path / "view")
+    assert aggregate.aggregate(runs, view, "controls") == from_workdirs
+
+    other = protocol.plan("controls", ["ar"], ["none"], [0], steps=2, extra="tiny,batch=4")[0]
+    assert other.name == runs[0].name
+    with pytest.raises(results.ResultMismatchError, match="another --study"):
+        runner.execute([other], root, study="t", results_dir=store, python=str(fake_python))
+
+
+def test_runner_reports_failures_and_defers_runs_past_the_deadline(tmp_path, fake_python):
+    import dataclasses
+    import time
+
+    from infotok_jax.study import runner
+
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1], steps=2, extra="tiny")
+    bad = dataclasses.replace(runs[0], config_arg=runs[0].config_arg + ",fail")
+    said = []
+    outcomes = runner.execute(
+        [bad, runs[1]],
+        tmp_path / "r",
+        study="t",
+        results_dir=tmp_path / "res",
+        python=str(fake_python),
+        say=said.append,
+    )
+    assert outcomes == {bad.name: "failed: train rc=3", runs[1].name: "done"}
+    assert (
+        "FAILED (train rc=3); see" in said[0] and not (tmp_path / "res" / "t" / f"{bad.name}.json").exists()
+    )
+    late = runner.execute(
+        runs,
+        tmp_path / "r2",
+        study="u",
+        results_dir=tmp_path / "res",
+        python=str(fake_python),
+        deadline=time.monotonic() - 1,
+        say=said.append,
+    )
+    assert late == {runs[0].name: "deferred", runs[1].name: "deferred"}
+    assert "2 run(s) deferred" in said[-1]
+
+
+def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_python, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_study", REPO / "experiments" / "run_study.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.setattr(cli, "PYTHON", str(fake_python))
+    flags = [f"--root={tmp_path / 'root'}", f"--results_dir={tmp_path / 'res'}", "--study=tiny"]
+    assert cli.main([*flags, "--next", "--max_runs=3"]) == 0
+    names = sorted(p.stem for p in (tmp_path / "res" / "tiny").glob("*.json"))
+    first = [r.name for r in protocol.plan_slice(protocol.SLICES[0], protocol.BUDGETS["tiny"])[:3]]
+    assert names == sorted(first)  # the 3 first runs of the first slice, nothing else
+    out = tmp_path / "root" / "study" / "ar_controls" / "table.md"
+    assert "| ar | none | baseline | 3 (1) |" in out.read_text()  # planned rows count their complete seeds
+    assert "| ar | hsic | hsic: full | 3 (0) |" in out.read_text()
+    capsys.readouterr()
+    assert cli.main([*flags, "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "| 1 | ar_controls | controls | 42 | 3 | 0.0 | ar-supervised-lambda_c0-s0 |" in status
+    assert "| 7 | main | main | 27 | 1 | 0.0 | ar-vib-s0 |" in status  # ar-none-s0 is shared
+    assert len(_calls(fake_python)) == 6  # --status ran nothing
+    table = out.read_text()
+    out.unlink()
+    shutil.rmtree(tmp_path / "root" / "runs")
+    assert cli.main([*flags, "--slice=ar_controls", "--aggregate_only"]) == 0
+    assert out.read_text() == table and len(_calls(fake_python)) == 6
+    assert cli.main(["--study=nope"]) == 2  # an unknown study needs its budget
+    assert cli.main([*flags, "--steps=3", "--status"]) == 2  # a preset's budget is not changed in place
+    assert "--study=<name>" in capsys.readouterr().err
+
+
+def _fake_run(root: pathlib.Path, run, scores: dict, steps_per_sec: float) -> None:
+    """A workdir as the binaries leave it: a checkpoint step, the evaluation JSON and metrics.jsonl."""
+    workdir = run.workdir(root)
+    (workdir / "checkpoints" / str(run.steps)).mkdir(parents=True)
+    eval_dir = workdir / "eval" / f"step_{run.steps:06d}"
+    eval_dir.mkdir(parents=True)
+    (eval_dir / "metrics.json").write_text(json.dumps(scores))
+    (workdir / "metrics.jsonl").write_text(json.dumps({"step": 1, "steps_per_sec": steps_per_sec}) + "\n")
+
+
+def test_paired_differences_use_the_same_seed_and_a_t_interval(tmp_path):
+    runs = protocol.plan("main", ["ar"], ["none", "hsic"], [0, 1, 2], steps=None, extra="tiny")
+    acc, gen = "test/understanding/accuracy", "test/generation/all_correct"
+    base = {0: 0.50, 1: 0.60, 2: 0.70}  # a large seed spread, shared by both arms of a seed
+    diffs = {0: 0.030, 1: 0.034, 2: 0.026}  # hsic - none per seed: small but consistent
+    gen_diffs = {0: 0.05, 1: -0.04, 2: 0.00}  # inconsistent
+    for run in runs:
+        hsic = run.arm == "hsic"
+        scores = {
+            acc: base[run.seed] + (diffs[run.seed] if hsic else 0.0),
+            gen: 0.2 + (gen_diffs[run.seed] if hsic else 0.0),
+        }
+        _fake_run(tmp_path, run, scores, steps_per_sec=1.0 if hsic else 2.0)
+    results = aggregate.aggregate(runs, tmp_path, "main")
+    groups = {g["arm"]: g for g in results["groups"]}
+    assert results["split"] == "test" and groups["none"]["paired"] == {}
+    paired = groups["hsic"]["paired"][acc]
+    d = np.array([diffs[s] for s in (0, 1, 2)])
+    half = 4.302652729749462 * d.std(ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+    assert paired["mean"] == pytest.approx(d.mean()) and paired["n"] == 3
+    assert (paired["lo"], paired["hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert paired["supported"]  # the paired interval excludes 0 ...
+    unpaired = groups["hsic"]["metrics"][acc]
+    # ... while the unpaired mean ± std bands overlap
+    assert unpaired["mean"] - unpaired["std"] < groups["none"]["metrics"][acc]["mean"]
+    assert not groups["hsic"]["paired"][gen]["supported"]
+    assert groups["hsic"]["metrics"]["step_time_vs_baseline"]["values"] == [2.0, 2.0, 2.0]
+
+    table = aggregate.markdown(results, "t")
+    row = next(line for line in table.splitlines() if line.startswith("| ar | hsic | 3 |"))
+    assert f"+{d.mean():.3f} [+{d.mean() - half:.3f}, +{d.mean() + half:.3f}] *" in row
+    assert "Student-t" in table
+    paths = aggregate.write(results, tmp_path / "out", "t")
+    assert json.loads(paths["json"].read_text())["groups"][1]["paired"][acc]["supported"] is True
+    from infotok_jax.study import plots
+
+    for draw in (plots.bar_chart, plots.information_plane):
+        assert draw(results, tmp_path / f"{draw.__name__}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeds_needed_follows_the_t_interval_and_one_seed_has_no_interval():
+    assert aggregate.seeds_needed(0.02, 0.02) == 7  # t_{0.975,6} * 0.02 / sqrt(7) = 0.0185 < 0.02
+    assert aggregate.seeds_needed(0.02, 0.1) == 3 and aggregate.seeds_needed(0.0, 0.01) == 2
+    one = aggregate.t_interval([0.3])
+    assert one["lo"] is None and not one["supported"]
+    assert aggregate._diff_cell(one, 3) == "+0.300 (1 seed)"
+
+
+def test_runs_share_one_compilation_cache_per_study_unless_the_user_chose_one(tmp_path, monkeypatch):
+    from infotok_jax.study import runner
+
+    monkeypatch.delenv("INFOTOK_JAX_CACHE_DIR", raising=False)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    assert runner.subprocess_env(tmp_path / "r")["INFOTOK_JAX_CACHE_DIR"] == str(tmp_path / "r" / "jax_cache")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
+    env = runner.subprocess_env(tmp_path / "r")
+    assert "INFOTOK_JAX_CACHE_DIR" not in env and env["JAX_COMPILATION_CACHE_DIR"] == "/mine"

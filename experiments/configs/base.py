@@ -1,21 +1,21 @@
 r"""Base-size pod config: a ViT tokenizer + a 12 x 768 host LM (>= 100M parameters) on ImageNet via TFDS.
 
 The data is `tfds:imagenet2012` read through the generic adapter from array_record files that TFDS
-prepared under `config.data.data_dir` ($TFDS_DATA_DIR, e.g. gs://BUCKET/tfds on a pod); it is never built
-here. Captions are "a photo of a <class name>" from the label (the adapter's class captions; ImageNet
+prepared under `config.data.data_dir` ($TFDS_DATA_DIR; on a pod a gcsfuse mount of the bucket); it is never
+built here. Captions are "a photo of a <class name>" from the label (the adapter's class captions; ImageNet
 has no QA pairs, so the understanding loss has no answer tokens to score). Compute is bfloat16 with
 float32 parameters and optimizer state; the mesh is FSDP over all devices.
 
 Ahead-of-time compile for a pod without the hardware or the data (abstract shapes only; needs
-jax[tpu] in its own venv, see docs/study.md: on v5e:8x8 it fits with 1.7 GiB/chip only with
---activation_constraints, the trainer's current lowering needs 27.8 GiB of temporaries):
+jax[tpu] in its own venv, see docs/study.md: on v5e:8x8 it fits with 1.7 GiB/chip, lowered inside the
+logical axis rules as the trainer does):
   .tpuvenv/bin/python experiments/aot_compile.py --config=experiments/configs/base.py --topology=v5e:8x8
   python -m infotok_jax.train --config=experiments/configs/base.py --workdir=/tmp/aot --compile_only
 Train on a pod (see launch/README.md):
   launch/tpu_pod.sh ... --config experiments/configs/base.py --tfds-data-dir gs://BUCKET/tfds
 Variants, as comma-separated arguments after the file name:
-  host=ar|masked|continuous   arm=none|vib|hsic   dataset=imagenet2012|<any tfds:name>   image=256|128
-  steps=<int>   batch=<int>   seed=<int>   mesh=fsdp|data
+  host=ar|masked|continuous   arm=none|vib|hsic|supervised   dataset=imagenet2012|<any tfds:name>
+  image=256|128   steps=<int>   batch=<int>   seed=<int>   mesh=fsdp|data
   smoke (the same structure at a few-MB size, for CPU tests of --compile_only)
 """
 
@@ -58,23 +58,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mesh_shape = MESHES[args["mesh"]]  # (data, fsdp, model); -1 takes the remaining devices
     config.init_from = ""  # optional checkpoint dir to take parameters from
 
-    config.data = experiment_data.default_config("scenes")  # field set; dataset fields replaced below
-    config.data.name = f"tfds:{args['dataset']}"  # TFDS-prepared array_record under data_dir
+    config.data = experiment_data.default_config(f"tfds:{args['dataset']}")  # TFDS array_record in data_dir
     config.data.image_size = args["image"]  # center crop + resize to this side
-    config.data.eval_split = "validation"
     config.data.global_batch_size = args["batch"]
     config.data.eval_batch_size = args["batch"]
     config.data.caption_length = 16  # "a photo of a <class name>" + BOS/EOS, with room for long names
     config.data.question_length = 4  # no QA in ImageNet: questions are BOS/EOS + padding
     config.data.answer_length = 4
     config.data.text_vocab_size = 2048  # >= 1000 class-name words + "a photo of a/an" + specials
-    config.data.num_classes = 1000  # relevance target Y: one-hot labels
-    config.data.nuisance = 0.0  # scenes-only field
+    config.data.num_classes = 1000  # labels (Y only with infotok.relevance_target="label", privileged)
     config.data.num_threads = 16  # grain decode threads per host (JPEG decode + resize)
 
     config.host = hosts.default_host_config(args["host"])
     tok = config.host.tokenizer
-    tok.image_size = args["image"]
+    tok.image_size = config.data.get_ref("image_size")  # one source for the image size and text lengths
     tok.encoder = "vit"
     tok.patch_size = 16  # 256x256 -> 16x16 = 256 tokens (128x128 -> 64)
     tok.width = 768
@@ -92,10 +89,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.host.projector_hidden = 1536
     config.host.flow.width = 1024
     config.host.flow.depth = 6
-    config.host.text_vocab_size = config.data.text_vocab_size
-    config.host.max_caption_len = config.data.caption_length
-    config.host.max_question_len = config.data.question_length
-    config.host.max_answer_len = config.data.answer_length
+    config.host.text_vocab_size = config.data.get_ref("text_vocab_size")
+    config.host.max_caption_len = config.data.get_ref("caption_length")
+    config.host.max_question_len = config.data.get_ref("question_length")
+    config.host.max_answer_len = config.data.get_ref("answer_length")
 
     config.infotok = infotok.default_config()
     config.infotok.estimator = args["arm"]
@@ -115,7 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evaluation.seed = 0
 
     if args["smoke"]:  # same structure, tiny dims: CPU tests of --compile_only on simulated devices
-        tok.image_size = config.data.image_size = 32
+        config.data.image_size = 32
         tok.patch_size, tok.width, tok.num_blocks, tok.num_heads, tok.mlp_dim = 8, 32, 1, 2, 64
         tok.token_dim, tok.codebook_size = 8, 64
         lm.num_layers, lm.embed_dim, lm.num_heads, lm.num_kv_heads, lm.head_dim, lm.mlp_dim = (
@@ -127,7 +124,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             64,
         )
         config.host.projector_hidden, config.host.flow.width, config.host.flow.depth = 32, 32, 1
-        config.data.text_vocab_size = config.host.text_vocab_size = 64
+        config.data.text_vocab_size = 64
         config.data.num_classes = 10
         config.data.global_batch_size = min(args["batch"], 8)
         config.infotok.x_view_size = 8

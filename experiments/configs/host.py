@@ -5,9 +5,11 @@ Train (default: masked host on captioned scenes 32x32 with InfoTok(HSIC)):
 Evaluate a trained run (understanding accuracy, oracle-scored generation, PSNR, grids):
   python -m infotok_jax.evaluate --config=experiments/configs/host.py --workdir=/tmp/host_masked
 Variants, as comma-separated arguments after the file name:
-  host=ar|masked|continuous   arm=none|vib|hsic   tokens=16|64   nuisance=<0..1>   steps=<int>
+  host=ar|masked|continuous   arm=none|vib|hsic|supervised   tokens=16|64   nuisance=<0..1>   steps=<int>
   batch=<int>   seed=<int>   eval_every=<int>   tiny (CPU smoke test)
   e.g. --config=experiments/configs/host.py:host=masked,arm=vib
+InfoTok's Y is label-free by default (question + answer text); arm=supervised is the no-IB control, and
+per-term arms are weight overrides such as --config.infotok.beta=0 (docs/infotok.md, "Controls").
 """
 
 from __future__ import annotations
@@ -19,8 +21,30 @@ from infotok_jax.data import experiment_data
 from infotok_jax.mllm import hosts
 from infotok_jax.training import optimizer
 
-ARGS = dict(host="masked", arm="hsic", tokens=16, nuisance=0.5, steps=1500, batch=64, seed=0, eval_every=500,
-            tiny=False)
+ARGS = dict(
+    host="masked",
+    arm="hsic",
+    tokens=16,
+    nuisance=0.5,
+    steps=1500,
+    batch=64,
+    seed=0,
+    eval_every=500,
+    tiny=False,
+)
+
+
+def link_host_to_data(config: ml_collections.ConfigDict, tokens_per_side: int) -> None:
+    """The host's image size and text lengths are references to `config.data` (one source): a
+    `--config.data.<field>=` override reaches the host, and the patch size follows the image size so the
+    token count stays tokens_per_side^2."""
+    image_size = config.data.get_ref("image_size")
+    config.host.tokenizer.image_size = image_size
+    config.host.tokenizer.patch_size = image_size // tokens_per_side
+    config.host.text_vocab_size = config.data.get_ref("text_vocab_size")
+    config.host.max_caption_len = config.data.get_ref("caption_length")
+    config.host.max_question_len = config.data.get_ref("question_length")
+    config.host.max_answer_len = config.data.get_ref("answer_length")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -43,12 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.text_vocab_size = 64  # >= the scenes vocabulary (44 words)
 
     config.host = hosts.default_host_config(args["host"])  # host LM + its shared tokenizer
-    config.host.tokenizer.image_size = config.data.image_size
-    config.host.tokenizer.patch_size = config.data.image_size // int(round(args["tokens"] ** 0.5))
-    config.host.text_vocab_size = config.data.text_vocab_size
-    config.host.max_caption_len = config.data.caption_length
-    config.host.max_question_len = config.data.question_length
-    config.host.max_answer_len = config.data.answer_length
+    link_host_to_data(config, tokens_per_side=int(round(args["tokens"] ** 0.5)))
 
     config.infotok = infotok.default_config()  # the InfoTok regularizer (fields documented there)
     config.infotok.estimator = args["arm"]
@@ -59,10 +78,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.learning_rate = 1e-3
 
     config.evaluation = ml_collections.ConfigDict()  # the evaluation binary (python -m infotok_jax.evaluate)
-    config.evaluation.splits = ("validation", "holdout")  # splits scored
+    # splits scored: validation (where defaults, samplers and weights were chosen), test (never used for
+    # any choice; the study reports it) and the compositional holdout
+    config.evaluation.splits = ("validation", "test", "holdout")
     config.evaluation.batch_size = 128  # prompts / questions per batch
     config.evaluation.max_batches = 4  # batches per split and evaluator (512 examples)
     config.evaluation.seed = 0  # generation key
+    config.evaluation.information_examples = 512  # examples of the information plane (encode_fn)
 
     if args["tiny"]:
         config.num_train_steps = min(config.num_train_steps, 4)
@@ -86,5 +108,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.host.flow.depth = 1
         config.evaluation.batch_size = 8
         config.evaluation.max_batches = 1
+        config.evaluation.information_examples = 16
         experiment_data.make_tiny(config.data)
     return config

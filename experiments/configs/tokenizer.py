@@ -3,8 +3,9 @@ r"""Shared visual tokenizer trained for reconstruction, with or without the Info
 Train (default: captioned scenes 32x32, VQ tokenizer, InfoTok with HSIC):
   python -m infotok_jax.train --config=experiments/configs/tokenizer.py --workdir=/tmp/tokenizer
 Variants, as comma-separated arguments after the file name:
-  dataset=scenes|fashion_mnist   arm=none|vib|hsic   quantizer=vq|fsq|gaussian|none   encoder=conv|vit
-  tokens=16|64   nuisance=<0..1>   steps=<int>   batch=<int>   seed=<int>   tiny (CPU smoke test)
+  dataset=scenes|fashion_mnist   arm=none|vib|hsic|supervised   quantizer=vq|fsq|gaussian|none
+  encoder=conv|vit   tokens=16|64   nuisance=<0..1>   steps=<int>   batch=<int>   seed=<int>
+  tiny (CPU smoke test)
   e.g. --config=experiments/configs/tokenizer.py:dataset=fashion_mnist,arm=vib,quantizer=gaussian
 """
 
@@ -50,10 +51,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.nuisance = args["nuisance"]
 
     config.model = tokenizer.default_config()  # the shared tokenizer (fields documented there)
-    config.model.image_size = config.data.image_size
+    image_size = config.data.get_ref("image_size")  # one source: a data override reaches the model
+    config.model.image_size = image_size
     config.model.encoder = args["encoder"]
     config.model.quantizer = args["quantizer"]
-    config.model.patch_size = config.data.image_size // int(round(args["tokens"] ** 0.5))
+    config.model.patch_size = image_size // int(round(args["tokens"] ** 0.5))  # tokens stay fixed
 
     config.infotok = infotok.default_config()  # the InfoTok regularizer (fields documented there)
     config.infotok.estimator = args["arm"]

@@ -29,7 +29,7 @@ from infotok_jax import tokenizer as tok
 from infotok_jax.benchmarks.timing import RowSink, compile_all
 from infotok_jax.mllm import flops as flops_lib
 from infotok_jax.mllm import hosts
-from infotok_jax.mllm.hosts import common as host_common
+from infotok_jax.mllm.hosts.config import lm_config
 from infotok_jax.training import optimizer as optimizer_lib
 from infotok_jax.training import train_state
 
@@ -164,7 +164,7 @@ def step_variant(kind: str, estimator: str, profile: str, batch_size: int, seed:
              image_tokens_per_step=batch_size * tok.num_tokens(tok_c), lm_tokens_per_step=0)
     if is_host:
         t_und, t_gen = lm_sequence_lengths(c)
-        lm_c = host_common.lm_config(c, max(t_und, t_gen))
+        lm_c = lm_config(c, max(t_und, t_gen))
         v["lm_flops"] = sum(flops_lib.flops_per_step(lm_c, batch_size, t) for t in (t_und, t_gen))
         v["lm_tokens_per_step"] = batch_size * (t_und + t_gen)
         v["lm_params"] = flops_lib.matmul_params(lm_c)

@@ -9,7 +9,6 @@ batch shapes without touching any file (for ahead-of-time compilation).
 from __future__ import annotations
 
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -17,23 +16,28 @@ import ml_collections
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from infotok_jax.data import pipeline, preparation, scenes_spec
+from infotok_jax.data import pipeline, preparation, scenes_render, scenes_spec
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.data.tfds_adapter import TextLengths
-
-_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+from infotok_jax.training import config_checks
 
 
 def default_data_dir() -> str:
-    """$TFDS_DATA_DIR if set (e.g. gs://... on a pod), else `.cache/tfds` in the repository."""
-    return os.environ.get("TFDS_DATA_DIR") or str(_REPO_ROOT / ".cache" / "tfds")
+    """$TFDS_DATA_DIR if set, else TFDS's default (~/tensorflow_datasets); never inside the package.
+
+    Datasets are read from a local path: on a pod, mount the bucket with gcsfuse and point TFDS_DATA_DIR
+    at the mount (docs/training.md, "Storage").
+    """
+    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 
 
 def default_config(dataset: str = "scenes") -> ml_collections.ConfigDict:
-    """Data settings for `dataset` in {"scenes", "scenes64", "fashion_mnist"} (any TFDS name via `name`)."""
+    """Data settings for `dataset` in {"scenes", "scenes64", "fashion_mnist", "tfds:<name>"}."""
     c = ml_collections.ConfigDict()
-    if dataset not in ("scenes", "scenes64", "fashion_mnist"):
-        raise ValueError(f"unknown dataset {dataset!r}; choose scenes, scenes64 or fashion_mnist")
+    if dataset not in ("scenes", "scenes64", "fashion_mnist") and not dataset.startswith("tfds:"):
+        raise ValueError(
+            f"unknown dataset {dataset!r}; choose scenes, scenes64, fashion_mnist or tfds:<name>"
+        )
     c.name = {"scenes": "scenes32", "scenes64": "scenes64"}.get(dataset, dataset)  # registry name
     c.data_dir = default_data_dir()  # where datasets are prepared (array_record)
     c.image_size = 64 if dataset == "scenes64" else 32  # images are resized to this side
@@ -78,6 +82,7 @@ def builder_kwargs(c: ml_collections.ConfigDict) -> dict:
 
 def ensure_prepared(c: ml_collections.ConfigDict) -> preparation.PreparedDataset | None:
     """Builds the dataset if needed (process 0 only; the other processes wait), then verifies it."""
+    config_checks.check_local_data_dir(c.data_dir)
     if c.name.startswith("tfds:"):
         return None
     if jax.process_index() == 0:
@@ -107,8 +112,14 @@ def make_pipeline(
     shuffle: bool = True,
     num_epochs: int | None = None,
     batch_size: int | None = None,
+    every_process_reads_all: bool = False,
 ) -> pipeline.InputPipeline:
-    """A deterministic, resumable iterator of global batches for `split`."""
+    """A deterministic, resumable iterator of global batches for `split`.
+
+    With `every_process_reads_all` (and `mesh=None`) every process reads every row of each batch as
+    numpy, for evaluation code that scores whole batches identically on every process.
+    """
+    whole = {"process_index": 0, "process_count": 1} if every_process_reads_all else {}
     return pipeline.make_pipeline(
         c.name,
         c.data_dir,
@@ -122,6 +133,7 @@ def make_pipeline(
         num_epochs=num_epochs,
         num_threads=c.num_threads,
         dataset_kwargs=builder_kwargs(c),
+        **whole,
     )
 
 
@@ -139,4 +151,5 @@ def abstract_batch(c: ml_collections.ConfigDict, batch_size: int | None = None) 
         "objects": jax.ShapeDtypeStruct((b, scenes_spec.MAX_OBJECTS, 4), i32),
         "num_objects": jax.ShapeDtypeStruct((b,), i32),
         "example_id": jax.ShapeDtypeStruct((b,), i32),
+        "nuisance": jax.ShapeDtypeStruct((b, scenes_render.NUISANCE_DIM), jnp.float32),
     }

@@ -9,6 +9,9 @@ directory is renamed into place (one rename on the same filesystem), so a killed
 directory that reads as complete. A complete dataset is never overwritten: preparing again with the same
 settings is a no-op, with other settings an error. A final directory without a valid marker, or with a
 data file missing or of the wrong size, is reported as corrupt with the command that fixes it.
+
+`data_dir` is a local path (atomic renames, array_record random access): a gs:// data_dir raises
+instead of being turned into a local folder; on a pod the bucket is mounted with gcsfuse.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from infotok_jax import storage
 from infotok_jax.data import registry
 from infotok_jax.data.builder_base import offline_download_config
 
@@ -45,15 +49,26 @@ class PreparedDataset:
         return os.path.join(self.path, TOKENIZER_FILE)
 
 
+def local_data_dir(data_dir: str) -> str:
+    """`data_dir` as an absolute local path; a URI such as gs://bucket/tfds raises ValueError."""
+    if storage.is_remote(data_dir):
+        raise ValueError(
+            f"data_dir {data_dir} is a URI, but datasets are prepared and read in a local directory; mount "
+            "the bucket with gcsfuse and pass the mount point (docs/training.md, Storage)"
+        )
+    return os.path.abspath(data_dir)
+
+
 def dataset_path(name: str, data_dir: str, **builder_kwargs) -> str:
     """Final version directory of a registered dataset under `data_dir` (nothing is read or written)."""
     spec = registry.get_spec(name)
     registry.check_kwargs(name, builder_kwargs)
     # Built on a directory that does not exist, so TFDS reads nothing (a corrupt final dir stays ours to
     # diagnose); only the relative layout <builder>/<config>/<version> is taken from it.
-    probe = os.path.join(os.path.abspath(data_dir), f"{_INCOMPLETE}path-probe-{uuid.uuid4().hex[:8]}")
+    data_dir = local_data_dir(data_dir)
+    probe = os.path.join(data_dir, f"{_INCOMPLETE}path-probe-{uuid.uuid4().hex[:8]}")
     builder = spec.make_builder(probe, **builder_kwargs)
-    return os.path.join(os.path.abspath(data_dir), os.path.relpath(os.fspath(builder.data_dir), probe))
+    return os.path.join(data_dir, os.path.relpath(os.fspath(builder.data_dir), probe))
 
 
 def _data_files(path: str) -> dict[str, int]:
@@ -65,8 +80,10 @@ def verify(path: str, name: str | None = None) -> dict[str, Any]:
     marker_path = os.path.join(path, MARKER)
     fix = f"delete {path} and run infotok_jax.data.prepare(...) again"
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no prepared dataset at {path}; run infotok_jax.data.prepare("
-                                f"{name or '<name>'!r}, data_dir) first")
+        raise FileNotFoundError(
+            f"no prepared dataset at {path}; run infotok_jax.data.prepare("
+            f"{name or '<name>'!r}, data_dir) first"
+        )
     try:
         with open(marker_path) as f:
             marker = json.load(f)
@@ -84,8 +101,12 @@ def verify(path: str, name: str | None = None) -> dict[str, Any]:
 
 
 def _as_prepared(path: str, marker: dict[str, Any]) -> PreparedDataset:
-    return PreparedDataset(name=marker["name"], path=path, num_examples=dict(marker["num_examples"]),
-                           fingerprint=marker["fingerprint"])
+    return PreparedDataset(
+        name=marker["name"],
+        path=path,
+        num_examples=dict(marker["num_examples"]),
+        fingerprint=marker["fingerprint"],
+    )
 
 
 def open_prepared(name: str, data_dir: str, **builder_kwargs) -> PreparedDataset:
@@ -117,7 +138,7 @@ def _remove_stale_builds(data_dir: str, name: str) -> None:
     prefix = f"{_INCOMPLETE}{name}-"
     for entry in os.listdir(data_dir):
         if entry.startswith(prefix):
-            pid = entry[len(prefix):].split("-")[0]
+            pid = entry[len(prefix) :].split("-")[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(data_dir, entry), ignore_errors=True)
 
@@ -130,7 +151,7 @@ def prepare(name: str, data_dir: str, **builder_kwargs) -> PreparedDataset:
     """
     tfds.disable_progress_bar()
     spec = registry.get_spec(name)
-    data_dir = os.path.abspath(data_dir)
+    data_dir = local_data_dir(data_dir)
     final = dataset_path(name, data_dir, **builder_kwargs)
     if os.path.exists(final):
         return open_prepared(name, data_dir, **builder_kwargs)

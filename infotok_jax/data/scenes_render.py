@@ -12,6 +12,10 @@ Nuisance: the background is 0.2 + 0.2 * strength * texture, texture in [-1, 1] =
 5x5 random grid bilinearly upsampled) plus half iid per-pixel noise, independently per channel. So the
 background stays inside the band [0, 0.4] at every strength, while every object pixel has a channel at 1.0:
 objects are separable from the nuisance by brightness of the strongest channel, whatever its strength.
+The nuisance is exposed as data: `render_example` returns the smooth field's control grid times the
+strength (`NUISANCE_DIM` = 75 numbers, all 0 at strength 0), the part of the background an encoder could
+represent (the iid per-pixel half is unpredictable noise), so the dependence of tokens on the nuisance
+can be measured.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ import numpy as np
 
 from infotok_jax.data import scenes_spec
 
-COLOR_RGB = np.array(
-    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32
-)
+COLOR_RGB = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32)
 HALF_EXTENT = (0.27, 0.44)  # (small, large), in cell pitches
 BACKGROUND_MEAN = 0.2
 BACKGROUND_HALF_BAND = 0.2
 SUPERSAMPLE = 4
 SUPPORTED_SIZES = (32, 64)
+NUISANCE_GRID = 5  # control points per side of the smooth background field
+NUISANCE_DIM = NUISANCE_GRID * NUISANCE_GRID * 3
 
 
 def check_image_size(image_size: int) -> int:
@@ -89,25 +93,39 @@ def object_alphas(image_size: int) -> np.ndarray:
 
 def background(rng: np.random.Generator, image_size: int, nuisance: float) -> np.ndarray:
     """Nuisance background (S, S, 3) float32 inside [0, 0.4]; strength 0 gives flat gray 0.2."""
+    return background_and_field(rng, image_size, nuisance)[0]
+
+
+def background_and_field(
+    rng: np.random.Generator, image_size: int, nuisance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(background (S, S, 3), nuisance features (NUISANCE_DIM,) = strength * the field's control grid)."""
     if not 0.0 <= nuisance <= 1.0:
         raise ValueError(f"nuisance={nuisance} must lie in [0, 1]")
-    grid = rng.uniform(-1.0, 1.0, size=(5, 5, 3)).astype(np.float32)
-    pos = np.linspace(0.0, 4.0, image_size, dtype=np.float32)
-    i0 = np.minimum(pos.astype(np.int32), 3)
+    g = NUISANCE_GRID
+    grid = rng.uniform(-1.0, 1.0, size=(g, g, 3)).astype(np.float32)
+    pos = np.linspace(0.0, g - 1.0, image_size, dtype=np.float32)
+    i0 = np.minimum(pos.astype(np.int32), g - 2)
     f = (pos - i0)[:, None]
     rows = grid[i0] * (1.0 - f)[:, :, None] + grid[i0 + 1] * f[:, :, None]  # (S, 5, 3)
     smooth = rows[:, i0] * (1.0 - f)[None, :, :] + rows[:, i0 + 1] * f[None, :, :]  # (S, S, 3)
     noise = rng.uniform(-1.0, 1.0, size=(image_size, image_size, 3)).astype(np.float32)
     texture = 0.5 * smooth + 0.5 * noise
-    return BACKGROUND_MEAN + BACKGROUND_HALF_BAND * np.float32(nuisance) * texture
+    field = (np.float32(nuisance) * grid).reshape(-1)
+    return BACKGROUND_MEAN + BACKGROUND_HALF_BAND * np.float32(nuisance) * texture, field
 
 
 def render(
     objects: list[tuple[int, int, int, int]], image_size: int, nuisance: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Renders objects (shape, color, size, cell) over a nuisance background; returns uint8 (S, S, 3)."""
-    alphas = object_alphas(check_image_size(image_size))
-    img = background(rng, image_size, nuisance)
+    return composite(objects, background(rng, check_image_size(image_size), nuisance))
+
+
+def composite(objects: list[tuple[int, int, int, int]], background_SxSx3: np.ndarray) -> np.ndarray:
+    """Paints objects (shape, color, size, cell) over a float background; returns uint8 (S, S, 3)."""
+    img = background_SxSx3
+    alphas = object_alphas(check_image_size(img.shape[0]))
     for shape, color, size, cell in objects:
         a = alphas[cell, shape, size][:, :, None]
         img = img * (1.0 - a) + COLOR_RGB[color][None, None, :] * a
@@ -115,12 +133,14 @@ def render(
 
 
 def render_example(seed: int, split: str, index: int, image_size: int, nuisance: float) -> dict:
-    """Samples and renders example `index` of `split`: image uint8, objects list, caption, QA list."""
+    """Samples and renders example `index` of `split`: image uint8, objects list, caption, QA list and the
+    nuisance features (float32 (NUISANCE_DIM,), see `background_and_field`)."""
     rng = scenes_spec.split_rng(seed, split, index)
     objects = scenes_spec.sample_objects(rng, split)
-    image = render(objects, image_size, nuisance, rng)
+    bg, field = background_and_field(rng, check_image_size(image_size), nuisance)
     return {
-        "image": image,
+        "image": composite(objects, bg),
+        "nuisance": field,
         "objects": objects,
         "caption": scenes_spec.caption(objects),
         "qa": scenes_spec.questions_answers(objects),

@@ -10,6 +10,7 @@
   question_tokens  int32 (Lq,), answer_tokens int32 (La,), question_type int32 (): one QA pair picked by
                    `qa_key` among the record's pairs (scenes); pads and -1 without QA
   label            int32 (): class id or -1;   objects int32 (3, 4), num_objects int32 (): scenes, else -1
+  nuisance         float32 (75,): the scene background's drawn field (scenes >= 1.1.0), else zeros
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from infotok_jax.data import preparation, registry, scenes_spec
+from infotok_jax.data import preparation, registry, scenes_render, scenes_spec
 from infotok_jax.data.text_tokenizer import TextTokenizer, WordTokenizer, batch_encode
 
-FIELDS = ("image", "caption_tokens", "question_tokens", "answer_tokens", "question_type", "label",
-          "objects", "num_objects")
+FIELDS = (
+    "image",
+    "caption_tokens",
+    "question_tokens",
+    "answer_tokens",
+    "question_type",
+    "label",
+    "objects",
+    "num_objects",
+    "nuisance",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,20 +71,26 @@ def _find_tfds_dir(tfds_name: str, data_dir: str) -> str:
             f"tfds.builder('{tfds_name}', data_dir='{data_dir}', file_format='array_record')"
             ".download_and_prepare()"
         )
-    versions = [v for v in os.listdir(base)
-                if os.path.exists(os.path.join(base, v, "dataset_info.json")) and v[0].isdigit()]
+    versions = [
+        v
+        for v in os.listdir(base)
+        if os.path.exists(os.path.join(base, v, "dataset_info.json")) and v[0].isdigit()
+    ]
     if not versions:
-        raise FileNotFoundError(f"{base} holds no prepared version (no <version>/dataset_info.json); "
-                                "for a dataset with configs name it as tfds:<name>/<config>")
+        raise FileNotFoundError(
+            f"{base} holds no prepared version (no <version>/dataset_info.json); "
+            "for a dataset with configs name it as tfds:<name>/<config>"
+        )
     best = max(versions, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
     return os.path.join(base, best)
 
 
-def open_source(name: str, data_dir: str, split: str, tokenizer: TextTokenizer | None = None,
-                **builder_kwargs) -> OpenedSource:
+def open_source(
+    name: str, data_dir: str, split: str, tokenizer: TextTokenizer | None = None, **builder_kwargs
+) -> OpenedSource:
     """Opens `split` of a prepared dataset; the tokenizer defaults to the one saved beside the data."""
     if registry.is_external_tfds(name):
-        path = _find_tfds_dir(name[len(registry.TFDS_PREFIX):], data_dir)
+        path = _find_tfds_dir(name[len(registry.TFDS_PREFIX) :], data_dir)
     else:
         path = preparation.open_prepared(name, data_dir, **builder_kwargs).path
     builder = tfds.builder_from_directory(path)
@@ -90,8 +106,10 @@ def open_source(name: str, data_dir: str, split: str, tokenizer: TextTokenizer |
         elif class_names is not None:
             tokenizer = WordTokenizer.from_texts(class_caption(n) for n in class_names)
         else:
-            raise ValueError(f"{path} has no {preparation.TOKENIZER_FILE} and no class labels; pass "
-                             "tokenizer= (any TextTokenizer, e.g. a sentencepiece wrapper)")
+            raise ValueError(
+                f"{path} has no {preparation.TOKENIZER_FILE} and no class labels; pass "
+                "tokenizer= (any TextTokenizer, e.g. a sentencepiece wrapper)"
+            )
     shape = getattr(features["image"], "shape", None) if "image" in features else None
     if shape is None:
         raise ValueError(f"{path} has no 'image' feature; the adapter needs one")
@@ -121,7 +139,7 @@ def to_float_image(image: np.ndarray, image_size: int) -> np.ndarray:
     if (h, w) != (image_size, image_size):
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        pil = Image.fromarray(arr[top:top + side, left:left + side])
+        pil = Image.fromarray(arr[top : top + side, left : left + side])
         arr = np.asarray(pil.resize((image_size, image_size), Image.BILINEAR))
     return arr.astype(np.float32) / np.float32(255.0)
 
@@ -129,8 +147,14 @@ def to_float_image(image: np.ndarray, image_size: int) -> np.ndarray:
 class RecordAdapter:
     """Maps decoded TFDS records to the example format of this module's docstring."""
 
-    def __init__(self, tokenizer: TextTokenizer, image_size: int, lengths: TextLengths = DEFAULT_LENGTHS,
-                 class_names: tuple[str, ...] | None = None, truncate_captions: bool = True):
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        image_size: int,
+        lengths: TextLengths = DEFAULT_LENGTHS,
+        class_names: tuple[str, ...] | None = None,
+        truncate_captions: bool = True,
+    ):
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.lengths = lengths
@@ -172,13 +196,22 @@ class RecordAdapter:
             num_objects = np.int32(-1)
         return {
             "image": to_float_image(record["image"], self.image_size),
-            "caption_tokens": batch_encode(
-                tok, [self.caption(record)], ln.caption, self.truncate_captions
-            )[0],
+            "caption_tokens": batch_encode(tok, [self.caption(record)], ln.caption, self.truncate_captions)[
+                0
+            ],
             "question_tokens": q_tokens,
             "answer_tokens": a_tokens,
             "question_type": q_type,
             "label": np.int32(record["label"]) if "label" in record else np.int32(-1),
             "objects": objects_Ox4,
             "num_objects": num_objects,
+            "nuisance": _nuisance(record),
         }
+
+
+def _nuisance(record: dict[str, Any]) -> np.ndarray:
+    """The record's nuisance features (NUISANCE_DIM,) float32, zeros when it has none."""
+    value = record.get("nuisance")
+    if value is None:
+        return np.zeros((scenes_render.NUISANCE_DIM,), np.float32)
+    return np.asarray(value, np.float32).reshape(scenes_render.NUISANCE_DIM)

@@ -1,7 +1,8 @@
 """Dependence and rate estimators, as pure JAX functions (jit / vmap / grad compatible).
 
 HSIC family (kernel dependence between paired samples x (n, dx), y (n, dy)):
-  hsic, normalized_hsic, batched_hsic, linear_hsic, linear_cka, rff_hsic, hsic_permutation_test
+  hsic, normalized_hsic, batched_hsic, hsic_one_to_many, linear_hsic, linear_cka, rff_hsic,
+  hsic_permutation_test
 Kernels and bandwidths:
   kernel_matrix, gaussian_kernel, laplacian_kernel, inverse_multiquadric_kernel, linear_kernel,
   multiscale_gaussian_kernel, median_bandwidth, random_fourier_features
@@ -14,6 +15,7 @@ from infotok_jax.estimators.bandwidth import median_bandwidth
 from infotok_jax.estimators.hsic_estimators import (
     batched_hsic,
     hsic,
+    hsic_one_to_many,
     linear_cka,
     linear_hsic,
     normalized_hsic,
@@ -45,6 +47,7 @@ __all__ = [
     "gaussian_kernel",
     "gaussian_kl",
     "hsic",
+    "hsic_one_to_many",
     "hsic_permutation_test",
     "inverse_multiquadric_kernel",
     "kernel_matrix",

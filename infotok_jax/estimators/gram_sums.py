@@ -113,19 +113,33 @@ def _pair_sums(kp: Array, lp: Array, need_self: bool) -> tuple[Array, ...]:
     return out
 
 
+def centred_gram(side: Side, *, unbiased: bool, precision: str) -> Array:
+    """The full Gram matrix of each set, exactly centred: H K H (biased) or U-centred with a zero
+    diagonal (unbiased); shape (S, n, n). The centring statistics are under stop_gradient."""
+    n = side.x_SxNxD.shape[1]
+    eye = jnp.eye(n, dtype=bool)
+    k = _gram(side, side.x_SxNxD, side.x_SxNxD, side.sqn_SxN, side.sqn_SxN, precision, eye)
+    kp = _shift(k, *lax.stop_gradient(_exact_shift_stats(k, unbiased)))
+    if unbiased:
+        kp = kp * (1.0 - jnp.eye(n, dtype=kp.dtype))[None]
+    return kp
+
+
+def sums_from_grams(kp_SxNxN: Array, lp_NxN: Array, *, need_self: bool) -> Sums:
+    """The sums of S centred Gram matrices against one centred Gram matrix, as one batched reduction.
+
+    The S matrices may come from feature sets of different widths and kernels (`hsic_one_to_many`
+    stacks them); only their common n matters here.
+    """
+    pair = _pair_sums(kp_SxNxN, lp_NxN, need_self)
+    return Sums(pair[0], kp_SxNxN.sum(2), lp_NxN.sum(1), *(pair[1:] if need_self else (None, None)))
+
+
 def dense_sums(xs: Side, y: Side, *, unbiased: bool, precision: str, need_self: bool) -> Sums:
     """All sums from the full n x n Gram matrices, exactly centred (O(S n^2) memory)."""
-    n = y.x_SxNxD.shape[1]
-    eye = jnp.eye(n, dtype=bool)
-    k = _gram(xs, xs.x_SxNxD, xs.x_SxNxD, xs.sqn_SxN, xs.sqn_SxN, precision, eye)
-    gl = _gram(y, y.x_SxNxD, y.x_SxNxD, y.sqn_SxN, y.sqn_SxN, precision, eye)
-    kp = _shift(k, *lax.stop_gradient(_exact_shift_stats(k, unbiased)))
-    lp = _shift(gl, *lax.stop_gradient(_exact_shift_stats(gl, unbiased)))[0]
-    if unbiased:
-        off_diag = 1.0 - jnp.eye(n, dtype=kp.dtype)
-        kp, lp = kp * off_diag[None], lp * off_diag
-    pair = _pair_sums(kp, lp, need_self)
-    return Sums(pair[0], kp.sum(2), lp.sum(1), *(pair[1:] if need_self else (None, None)))
+    kp = centred_gram(xs, unbiased=unbiased, precision=precision)
+    lp = centred_gram(y, unbiased=unbiased, precision=precision)[0]
+    return sums_from_grams(kp, lp, need_self=need_self)
 
 
 def blocked_sums(

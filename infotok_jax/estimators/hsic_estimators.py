@@ -1,4 +1,4 @@
-"""Public HSIC estimators: `hsic`, `normalized_hsic` (CKA), `batched_hsic`, and linear feature-space forms.
+"""Public HSIC estimators: `hsic`, `normalized_hsic` (CKA), `batched_hsic`, `hsic_one_to_many`, linear forms.
 
 HSIC (Gretton et al. 2005) measures dependence between paired samples x (n, dx) and y (n, dy) through
 their kernel Gram matrices K and L:
@@ -16,6 +16,8 @@ precision Gram matmuls: TF32 on recent NVIDIA GPUs, float32 accumulation); see k
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -24,7 +26,8 @@ import numpy as np
 from jax import lax
 
 from infotok_jax.estimators import bandwidth as bandwidth_lib
-from infotok_jax.estimators import gram_sums, kernels, validation
+from infotok_jax.estimators import gram_sums, validation
+from infotok_jax.estimators import kernels as kernels_lib
 
 Array = jax.Array
 
@@ -60,7 +63,8 @@ def _sums(xs_SxNxD: Array, y_NxE: Array, *, kernel_x: str, kernel_y: str, bandwi
           median_subsample: int, need_self: bool) -> gram_sums.Sums:
     """Resolves bandwidths, builds both sides and dispatches to the dense or blocked sums."""
     n = xs_SxNxD.shape[1]
-    dtype = jnp.promote_types(kernels.compute_dtype(xs_SxNxD.dtype), kernels.compute_dtype(y_NxE.dtype))
+    dtype = jnp.promote_types(kernels_lib.compute_dtype(xs_SxNxD.dtype),
+                              kernels_lib.compute_dtype(y_NxE.dtype))
     bw_x = jax.vmap(lambda x: bandwidth_lib.resolve_bandwidth(
         "bandwidth_x", bandwidth_x, x, kernel_x, median_subsample, dtype))(xs_SxNxD)
     bw_y = bandwidth_lib.resolve_bandwidth("bandwidth_y", bandwidth_y, y_NxE, kernel_y, median_subsample,
@@ -111,6 +115,73 @@ def batched_hsic(
     h_xx = gram_sums.combine(sums.s_kk_S, sums.r_k_SxN, sums.r_k_SxN, n, unbiased)
     h_yy = gram_sums.combine(sums.s_ll, sums.r_l_N, sums.r_l_N, n, unbiased)
     return _normalize(h_xy, h_xx, h_yy[None], unbiased)
+
+
+def hsic_one_to_many(
+    z: Array,
+    others: Sequence[Array],
+    *,
+    kernel_z: str = "gaussian",
+    kernels: Sequence[str] | None = None,
+    bandwidth_z: float | str = "median",
+    bandwidths: Sequence[float | str] | None = None,
+    estimator: str = "biased",
+    precision: str = "exact",
+    median_subsample: int = bandwidth_lib.DEFAULT_SUBSAMPLE,
+    normalized: bool = False,
+) -> Array:
+    """HSIC of one sample z (n, dz) with each of several others[m] (n, d_m), shape (len(others),).
+
+    z's side (bandwidth, Gram matrix, centring) is built once; each other side's centred Gram matrix is
+    built with its own kernel and bandwidth (widths may differ), the M matrices are stacked (M, n, n) and
+    all dependences come from one batched reduction against z's centred Gram matrix. Values equal
+    `hsic(z, others[m])` (or `normalized_hsic`) with the same settings. `kernels` / `bandwidths` give one
+    entry per other (default: "gaussian" / "median"). Dense only: for n > DENSE_MAX_N the pairs are
+    computed one by one with the blocked path (nothing is shared there).
+    """
+    validation.check_features("z", z)
+    if len(others) == 0:
+        raise ValueError("others must hold at least one (n, d) array")
+    kernels = tuple(kernels) if kernels is not None else ("gaussian",) * len(others)
+    bandwidths = tuple(bandwidths) if bandwidths is not None else ("median",) * len(others)
+    if not len(kernels) == len(bandwidths) == len(others):
+        raise ValueError(
+            f"kernels ({len(kernels)}) and bandwidths ({len(bandwidths)}) need one entry per other array "
+            f"({len(others)})"
+        )
+    for m, (other, kernel, bw) in enumerate(zip(others, kernels, bandwidths, strict=True)):
+        validation.check_features(f"others[{m}]", other)
+        validation.check_same_n("z", z, f"others[{m}]", other)
+        _check_common(kernel_z, kernel, bandwidth_z, bw, estimator, None, precision, median_subsample)
+    n = int(z.shape[0])
+    validation.check_estimator_n(estimator, n)
+    if n > DENSE_MAX_N:
+        pair = hsic if not normalized else normalized_hsic
+        return jnp.stack([
+            pair(z, other, kernel_x=kernel_z, kernel_y=kernel, bandwidth_x=bandwidth_z, bandwidth_y=bw,
+                 estimator=estimator, precision=precision, median_subsample=median_subsample)
+            for other, kernel, bw in zip(others, kernels, bandwidths, strict=True)
+        ])
+    unbiased = estimator == "unbiased"
+    dtype = functools.reduce(jnp.promote_types, [kernels_lib.compute_dtype(a.dtype) for a in (z, *others)])
+
+    def centred(name: str, x_NxD: Array, kernel: str, bw: Any) -> Array:
+        bw_1 = bandwidth_lib.resolve_bandwidth(name, bw, x_NxD, kernel, median_subsample, dtype)[None]
+        side = gram_sums.make_side(x_NxD.astype(dtype)[None], bw_1, kernel)
+        return gram_sums.centred_gram(side, unbiased=unbiased, precision=precision)
+
+    lz_NxN = centred("bandwidth_z", z, kernel_z, bandwidth_z)[0]
+    k_MxNxN = jnp.concatenate([
+        centred(f"bandwidths[{m}]", other, kernel, bw)
+        for m, (other, kernel, bw) in enumerate(zip(others, kernels, bandwidths, strict=True))
+    ])
+    sums = gram_sums.sums_from_grams(k_MxNxN, lz_NxN, need_self=normalized)
+    h_zo = gram_sums.combine(sums.s_kl_S, sums.r_k_SxN, sums.r_l_N[None], n, unbiased)
+    if not normalized:
+        return h_zo
+    h_oo = gram_sums.combine(sums.s_kk_S, sums.r_k_SxN, sums.r_k_SxN, n, unbiased)
+    h_zz = gram_sums.combine(sums.s_ll, sums.r_l_N, sums.r_l_N, n, unbiased)
+    return _normalize(h_zo, h_oo, h_zz[None], unbiased)
 
 
 def _normalize(h_xy: Array, h_xx: Array, h_yy: Array, unbiased: bool) -> Array:
@@ -187,8 +258,9 @@ def linear_hsic(x: Array, y: Array, *, precision: str = "exact") -> Array:
     validation.check_features("x", x)
     validation.check_features("y", y)
     n = validation.check_same_n("x", x, "y", y)
-    xc, yc = kernels.center_features(x), kernels.center_features(y)
-    cross = lax.dot_general(yc, xc, (((0,), (0,)), ((), ())), precision=kernels.matmul_precision(precision))
+    xc, yc = kernels_lib.center_features(x), kernels_lib.center_features(y)
+    cross = lax.dot_general(yc, xc, (((0,), (0,)), ((), ())),
+                            precision=kernels_lib.matmul_precision(precision))
     return jnp.sum(cross * cross) / ((n - 1.0) * (n - 1.0))
 
 

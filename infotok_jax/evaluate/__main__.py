@@ -1,17 +1,24 @@
 """Evaluation binary: `python -m infotok_jax.evaluate --config=experiments/configs/host.py:... --workdir=DIR`.
 
 Scores the latest checkpoint of a host run (understanding accuracy per question type, oracle-scored
-generation per attribute with chance levels, reconstruction PSNR) on `config.evaluation.splits`, prints
-the Markdown table and writes it with the JSON and the PNG grids to `DIR/eval/step_<N>/`.
+generation per attribute, reconstruction PSNR, each beside its floors and ceilings) on
+`config.evaluation.splits`, prints the Markdown table and writes it with the JSON and the PNG grids to
+`DIR/eval/step_<N>/`. Runs as one process or, with --distributed, as every process of a multi-process job
+(each computes the same scores; process 0 writes). DIR may be local or gs://.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+import sys
+
+from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 
+from infotok_jax import binary_setup
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://) holding checkpoints/.")
 _MAX_BATCHES = flags.DEFINE_integer("max_batches", None, "Batches per split and evaluator (default: config).")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -19,12 +26,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from infotok_jax import compilation_cache
+    binary_setup.start()
+    from infotok_jax import tasks
     from infotok_jax.evaluate import checkpoint_eval
+    from infotok_jax.training import config_checks
 
-    compilation_cache.enable()
-    outcome = checkpoint_eval.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _MAX_BATCHES.value)
-    print(open(outcome["paths"]["markdown"]).read())
+    try:
+        task = tasks.build_task(_CONFIG.value)
+        outcome = checkpoint_eval.evaluate_checkpoint(_CONFIG.value, task, _WORKDIR.value, _MAX_BATCHES.value)
+    except (config_checks.ConfigError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if "markdown" in outcome["paths"]:
+        print(epath.Path(outcome["paths"]["markdown"]).read_text())
     for name, path in sorted(outcome["paths"].items()):
         print(f"{name}: {path}")
 

@@ -1,50 +1,108 @@
 """Evaluates a trained host checkpoint: understanding, oracle-scored generation and reconstruction.
 
-`evaluate_checkpoint(config, workdir)` restores the latest checkpoint of a run of `config` (through the
-same abstract, sharded state as training, so any device count works), binds the host's jitted inference
-functions to it and runs `report.evaluate_splits` on `config.evaluation.splits`. Results and grids go to
+`evaluate_checkpoint(config, task, workdir)` restores the model variables (parameters and model state,
+no optimizer) of the latest checkpoint of a run, sharded over the current mesh so any device count
+works, and runs `report.evaluate_splits` on `config.evaluation.splits`. Results and grids go to
 `<workdir>/eval/step_<N>/`.
+
+Multi-process: every process reads the same full evaluation batches, every jitted function runs on
+global arrays (batch rows sharded over the mesh's batch axes) and returns replicated outputs, so every
+process scores identically in numpy; only process 0 writes.
 """
 
 from __future__ import annotations
 
-import pathlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
+from etils import epath
+from jax.sharding import Mesh
 
+from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
-from infotok_jax import tasks
 from infotok_jax.data import experiment_data
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.evaluate import report
 from infotok_jax.mllm import hosts
 from infotok_jax.training import checkpointing, train_state
+from infotok_jax.training.task import Task
 
 
-def restore_variables(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> tuple[Any, dict, int]:
-    """(task, variables of the latest checkpoint, its step); raises FileNotFoundError without one."""
-    task = tasks.build_task(config)
-    mesh = sharding_lib.make_mesh(config.mesh_shape)
-    step_setup = train_state.setup(task, config, mesh)
-    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint under {workdir / 'checkpoints'}; train first")
-    state, _, _ = checkpointer.restore(step, step_setup.abstract_state)
-    checkpointer.close()
-    return task, state.variables(), step
+def restore_variables(
+    task: Task, config: ml_collections.ConfigDict, workdir: epath.PathLike, mesh: Mesh
+) -> tuple[dict[str, Any], int]:
+    """(variables of the latest checkpoint sharded over `mesh`, its step); FileNotFoundError without one."""
+    checkpoints = epath.Path(workdir) / "checkpoints"
+    checkpointer = checkpointing.Checkpointer(checkpoints, keep=config.keep_checkpoints, async_save=False)
+    try:
+        step = checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint under {checkpoints}; train first")
+        variables = checkpointer.restore_variables(step, train_state.abstract_variables(task, config, mesh))
+    finally:
+        checkpointer.close()
+    return variables, step
+
+
+def on_global_batch(fn: Callable, name: str, mesh: Mesh, num_batch_args: int, **jit_kwargs) -> Callable:
+    """Wraps `fn(variables, *batch_args, *rest)` to take host numpy batch arrays and return numpy.
+
+    The first `num_batch_args` arguments after the variables (arrays with a leading batch axis, the same
+    on every process) become global arrays sharded over the mesh's batch axes; the outputs are
+    replicated, so every process receives all rows. Compilations end at a barrier named after `name`
+    (see `distributed.CompiledTogether`).
+    """
+    static_argnums = jit_kwargs.get("static_argnums", ())
+    jitted = distributed.CompiledTogether(
+        jax.jit(fn, out_shardings=sharding_lib.replicated(mesh), **jit_kwargs), name, static_argnums
+    )
+    shards = sharding_lib.batch_axis_size(mesh)
+
+    def to_global(x) -> jax.Array:
+        x = np.asarray(x)
+        if x.shape[0] % shards:
+            raise ValueError(
+                f"config.evaluation.batch_size: a batch of {x.shape[0]} does not split over the mesh's "
+                f"{shards} batch shards; use a multiple of {shards}"
+            )
+        sharding = sharding_lib.batch_sharding(mesh, x.ndim)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    def call(variables, *args):
+        batch_args = [to_global(a) for a in args[:num_batch_args]]
+        return jax.device_get(jitted(variables, *batch_args, *args[num_batch_args:]))
+
+    return call
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, max_batches: int | None = None
+    config: ml_collections.ConfigDict,
+    task: Task,
+    workdir: epath.PathLike,
+    max_batches: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluates the latest checkpoint in `workdir`; returns {"step", "results", "paths"}."""
-    workdir = pathlib.Path(workdir)
+    """Evaluates the latest checkpoint in `workdir`; returns {"step", "results", "paths"}.
+
+    "paths" is empty on processes other than 0 (they compute the same results but write nothing).
+    """
+    workdir = epath.Path(workdir)
     if config.task != "host":
         raise ValueError(f"config.task={config.task!r}: the evaluation binary scores MLLM hosts ('host')")
-    task, variables, step = restore_variables(config, workdir)
+    mesh = sharding_lib.make_mesh(config.mesh_shape)
+    variables, step = restore_variables(task, config, workdir, mesh)
+    with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
+        results = _evaluate(config, task, variables, mesh, max_batches)
+    paths: dict[str, str] = {}
+    if jax.process_index() == 0:
+        out_dir = workdir / "eval" / f"step_{step:06d}"
+        paths = report.write_report(str(out_dir), results, title=f"{config.host.kind} host, step {step}")
+    return {"step": step, "results": results, "paths": paths}
+
+
+def _evaluate(config, task, variables, mesh: Mesh, max_batches: int | None) -> dict[str, Any]:
     model, data, ev = task.model, config.data, config.evaluation
     prepared = experiment_data.ensure_prepared(data)
     text_tokenizer = WordTokenizer.load(prepared.tokenizer_path)
@@ -58,17 +116,29 @@ def evaluate_checkpoint(
             shuffle=False,
             num_epochs=1,
             batch_size=ev.batch_size,
+            every_process_reads_all=True,
         )
 
-    answer = jax.jit(
-        lambda v, q_images, questions, length: hosts.answer(model, v, q_images, questions, length),
+    answer = on_global_batch(
+        lambda v, images, questions, length: hosts.answer(model, v, images, questions, length),
+        "answer",
+        mesh,
+        num_batch_args=2,
         static_argnums=(3,),
     )
-    generate = jax.jit(lambda v, c, k: hosts.generate(model, v, c, k)["images"])
-    reconstruct = jax.jit(
-        lambda v, images: model.apply(v, images, method=lambda m, x: m.tokenizer(x, train=False))["recon"]
+    generate = on_global_batch(
+        lambda v, captions, key: hosts.generate(model, v, captions, key)["images"],
+        "generate",
+        mesh,
+        num_batch_args=1,
     )
-    results = report.evaluate_splits(
+    tokenize = on_global_batch(
+        lambda v, images: model.apply(v, images, method=lambda m, x: m.tokenizer(x, train=False)),
+        "tokenize",
+        mesh,
+        num_batch_args=1,
+    )
+    return report.evaluate_splits(
         make_batches,
         tuple(ev.splits),
         tokenizer=text_tokenizer,
@@ -76,9 +146,8 @@ def evaluate_checkpoint(
         image_size=data.image_size,
         answer_fn=lambda images, questions, length: answer(variables, images, questions, length),
         generate_fn=lambda captions, key: generate(variables, captions, key),
-        reconstruct_fn=lambda images: reconstruct(variables, images),
+        reconstruct_fn=lambda images: tokenize(variables, images)["recon"],
+        encode_fn=lambda images: tokenize(variables, images)["z"],
+        information_examples=ev.information_examples,
         max_batches=max_batches or ev.max_batches,
     )
-    out_dir = workdir / "eval" / f"step_{step:06d}"
-    paths = report.write_report(str(out_dir), results, title=f"{config.host.kind} host, step {step}")
-    return {"step": step, "results": results, "paths": paths}

@@ -5,21 +5,23 @@ fixed cell size and dpi and no tight bounding box, so a grid of n examples in c 
 (min(n, c) * cell_width * dpi) x (ceil(n / c) * cell_height * dpi) pixels.
 Generation cells show the image with its caption underneath (green when the oracle accepted it, red
 when not); QA cells show the image, the question, the predicted answer and the true answer.
+`path` is a local or gs:// path (written through `etils.epath`) or a binary file object.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from etils import epath
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 _OK, _BAD, _NEUTRAL = "#1a7f37", "#cf222e", "black"
+PathOrFile = str | epath.PathLike | IO[bytes]
 
 
 def grid_pixels(num: int, columns: int, cell_inches: tuple[float, float], dpi: int) -> tuple[int, int]:
@@ -33,8 +35,14 @@ def _verdict_color(example: dict[str, Any], key: str) -> str:
 
 
 def _draw_grid(
-    examples: Sequence[dict[str, Any]], path: str, columns: int, cell_inches: tuple[float, float], dpi: int,
-    title: str | None, label: Callable[[Figure, dict[str, Any], float, float], None], image_fraction: float,
+    examples: Sequence[dict[str, Any]],
+    path: PathOrFile,
+    columns: int,
+    cell_inches: tuple[float, float],
+    dpi: int,
+    title: str | None,
+    label: Callable[[Figure, dict[str, Any], float, float], None],
+    image_fraction: float,
 ) -> tuple[int, int]:
     """Lays out one image per cell, `label(fig, example, x, y)` drawing its text below (x, y in figure
     fractions: the cell centre, just under the image); writes the PNG and returns its pixel size."""
@@ -61,33 +69,56 @@ def _draw_grid(
         label(fig, example, (c + 0.5) * cell_w / fig_w, (top - side - 0.06) / fig_h)
     if title:
         fig.suptitle(title, fontsize=9, y=1.0 - 0.05 / fig_h, va="top")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    if hasattr(path, "write"):
+        fig.savefig(path, dpi=dpi, format="png")
+    else:
+        out = epath.Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("wb") as f:
+            fig.savefig(f, dpi=dpi, format="png")
     return px_w, px_h
 
 
 def generation_grid(
-    examples: Sequence[dict[str, Any]], path: str, columns: int = 8, title: str | None = None,
-    cell_inches: tuple[float, float] = (1.6, 2.2), dpi: int = 100, wrap: int = 26,
+    examples: Sequence[dict[str, Any]],
+    path: PathOrFile,
+    columns: int = 8,
+    title: str | None = None,
+    cell_inches: tuple[float, float] = (1.6, 2.2),
+    dpi: int = 100,
+    wrap: int = 26,
 ) -> tuple[int, int]:
     """Writes a PNG of generated images, each with its prompt below; returns its (width, height) in pixels.
 
     Args:
       examples: dicts with "image" (H, W, 3) in [0, 1] and "caption"; optional "all_correct" colors the text.
-      path: output PNG path (parent directories are created).
+      path: output PNG path, local or gs:// (parent directories are created), or a binary file object.
       columns / cell_inches / dpi: layout; the image size is `grid_pixels(len(examples), columns, ...)`.
       title: optional line above the grid. wrap: characters per caption line.
     """
+
     def label(fig: Figure, ex: dict[str, Any], x: float, y: float) -> None:
-        fig.text(x, y, "\n".join(textwrap.wrap(str(ex["caption"]), wrap)), ha="center", va="top",
-                 fontsize=6, color=_verdict_color(ex, "all_correct"))
+        fig.text(
+            x,
+            y,
+            "\n".join(textwrap.wrap(str(ex["caption"]), wrap)),
+            ha="center",
+            va="top",
+            fontsize=6,
+            color=_verdict_color(ex, "all_correct"),
+        )
 
     return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction=0.66)
 
 
 def qa_grid(
-    examples: Sequence[dict[str, Any]], path: str, columns: int = 6, title: str | None = None,
-    cell_inches: tuple[float, float] = (1.8, 2.2), dpi: int = 100, wrap: int = 30,
+    examples: Sequence[dict[str, Any]],
+    path: PathOrFile,
+    columns: int = 6,
+    title: str | None = None,
+    cell_inches: tuple[float, float] = (1.8, 2.2),
+    dpi: int = 100,
+    wrap: int = 30,
 ) -> tuple[int, int]:
     """Writes a PNG of question-answer examples; returns its (width, height) in pixels.
 
@@ -96,14 +127,29 @@ def qa_grid(
         prediction), as kept by `evaluate_understanding`.
       path / columns / title / cell_inches / dpi / wrap: as `generation_grid`.
     """
+
     def label(fig: Figure, ex: dict[str, Any], x: float, y: float) -> None:
         question = "\n".join(textwrap.wrap(f"Q: {ex['question']}", wrap))
         fig.text(x, y, question, ha="center", va="top", fontsize=6)
         lines = question.count("\n") + 1
         dy = (lines + 0.4) * 8.0 / 72.0 / fig.get_figheight()  # 8 pt per 6-pt line
-        fig.text(x, y - dy, f"pred: {ex['predicted']}", ha="center", va="top", fontsize=6,
-                 color=_verdict_color(ex, "correct"), weight="bold")
-        fig.text(x, y - dy - 9.0 / 72.0 / fig.get_figheight(), f"true: {ex['answer']}", ha="center",
-                 va="top", fontsize=6)
+        fig.text(
+            x,
+            y - dy,
+            f"pred: {ex['predicted']}",
+            ha="center",
+            va="top",
+            fontsize=6,
+            color=_verdict_color(ex, "correct"),
+            weight="bold",
+        )
+        fig.text(
+            x,
+            y - dy - 9.0 / 72.0 / fig.get_figheight(),
+            f"true: {ex['answer']}",
+            ha="center",
+            va="top",
+            fontsize=6,
+        )
 
     return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction=0.68)

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import ml_collections
 
-ESTIMATORS = ("none", "vib", "hsic")
+from infotok_jax.estimators.validation import ESTIMATORS as HSIC_ESTIMATORS
+from infotok_jax.estimators.validation import KERNELS
+
+ESTIMATORS = ("none", "vib", "hsic", "supervised")
+RELEVANCE_TARGETS = ("text", "attributes", "label")
 Z_VIEWS = ("pooled", "flat")
-KERNELS = ("gaussian", "linear", "laplacian", "inverse_multiquadric")
-HSIC_ESTIMATORS = ("biased", "unbiased")
 
 
 def default_config() -> ml_collections.ConfigDict:
     """Defaults for `config.infotok` (weights from prior art: HBaR, Wang et al. 2021; VIB, Alemi 2016)."""
     c = ml_collections.ConfigDict()
-    c.estimator = "hsic"  # "none" (baseline) | "vib" (variational rate) | "hsic" (normalized HSIC)
+    c.estimator = (
+        "hsic"  # "none" | "vib" (variational rate) | "hsic" (normalized HSIC) | "supervised" (control)
+    )
+    c.relevance_target = "text"  # Y: "text" (question+answer words) | "attributes" / "label" (privileged)
     c.beta = 0.006  # compression weight on C(X;Z): nHSIC(X,Z) (hsic) or the rate in nats/token (vib)
-    c.lambda_y = 0.05  # relevance weight on R(Z;Y) = nHSIC(Z,Y) (hsic; in vib the task losses carry it)
-    c.lambda_c = 0.05  # cross-modal consistency weight on R(Z;T) = nHSIC(Z,T) (both arms)
+    c.lambda_y = 0.05  # relevance weight: nHSIC(Z,Y) (hsic; unused by vib) or the Y-probe loss (supervised)
+    c.lambda_c = 0.05  # consistency weight: nHSIC(Z,T) (hsic, vib) or the caption InfoNCE loss (supervised)
     c.warmup_steps = 200  # IB weights ramp linearly from 0 over these steps
     c.z_view = "pooled"  # Z per image for batch-level HSIC: "pooled" (mean over tokens) | "flat" (N*D)
     c.z_source = "z_pre"  # which tokenizer output is Z: "z_pre" (pre-quantization) | "z" (what the LLM eats)
@@ -35,6 +40,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.hsic_estimator = "biased"  # "biased" (in [0, 1] normalized) | "unbiased" (Song et al. 2012)
     c.normalized = True  # normalized HSIC (CKA-style), so the weights are scale-free
     c.vib_prior = "uniform"  # vq categorical rate prior: "uniform" over the K codes
+    c.control_proj_dim = 64  # supervised: width of the Z and T projections of the caption InfoNCE loss
+    c.control_temperature = 0.1  # supervised: InfoNCE temperature
     return c
 
 
@@ -57,9 +64,18 @@ def validate(config: ml_collections.ConfigDict, quantizer: str) -> None:
 
     if c.estimator not in ESTIMATORS:
         fail("estimator", f"unknown estimator {c.estimator!r}; choose one of {ESTIMATORS}")
+    if c.relevance_target not in RELEVANCE_TARGETS:
+        fail("relevance_target", f"unknown target {c.relevance_target!r}; choose one of {RELEVANCE_TARGETS}")
     for field in ("beta", "lambda_y", "lambda_c"):
         if not c[field] >= 0:
-            fail(field, f"weights must be >= 0 (the sign is part of the objective), got {c[field]}")
+            fail(
+                field,
+                f"weights must be >= 0 (0 drops the term; the sign is part of the objective), got {c[field]}",
+            )
+    if c.control_proj_dim <= 0:
+        fail("control_proj_dim", f"must be positive, got {c.control_proj_dim}")
+    if not c.control_temperature > 0:
+        fail("control_temperature", f"must be positive, got {c.control_temperature}")
     if c.warmup_steps < 0:
         fail("warmup_steps", f"must be >= 0, got {c.warmup_steps}")
     if c.z_view not in Z_VIEWS:

@@ -1,9 +1,16 @@
 """The fixed views of X, Y and T that the dependence estimators compare with the tokens Z.
 
 X: the image average-pooled to a small grid and flattened (a low-level pixel view; compressing what Z
-keeps about it is the bottleneck). Y: a multi-hot embedding of the task targets (scene attributes or a
-class label). T: a bag-of-words embedding of the paired caption. Y and T are data, so no gradient flows
-into them.
+keeps about it is the bottleneck). T: a bag-of-words embedding of the paired caption. Y, by
+`config.infotok.relevance_target`:
+  "text"        (default, label-free) the question and answer words of the example's QA pair, the text
+                the host's understanding loss already reads: [bow(question), bow(answer)] / sqrt(2). A
+                Gaussian kernel on the concatenation is the product of a question kernel and an answer
+                kernel, so two examples are similar in Y only when both their questions and their answers
+                match: the same answer to a different question does not count as the same target.
+  "attributes"  (privileged) multi-hot scene attributes from the ground-truth annotation `objects`.
+  "label"       (privileged) the one-hot class label.
+All embeddings are fixed functions of the data (no parameters), so no gradient flows into Y or T.
 """
 
 from __future__ import annotations
@@ -59,9 +66,25 @@ def caption_embedding(caption_tokens_BxL: jax.Array, vocab_size: int, pad_id: in
     return counts / jnp.maximum(jnp.linalg.norm(counts, axis=-1, keepdims=True), 1e-6)
 
 
-def target_embedding(batch: dict, num_classes: int) -> jax.Array:
-    """Y for the batch: the one-hot class label for labeled datasets (num_classes > 0), else the scene
-    attributes (every batch carries an `objects` field, filled with -1 outside the scenes dataset)."""
-    if num_classes > 0:
+def answer_embedding(
+    question_tokens_BxQ: jax.Array, answer_tokens_BxA: jax.Array, vocab_size: int
+) -> jax.Array:
+    """Label-free Y: [bow(question), bow(answer)] / sqrt(2), unit norm: (B, 2 * vocab_size).
+
+    Examples without a QA pair (BOS/EOS only) all get the same vector, i.e. no relevance signal.
+    """
+    q = caption_embedding(question_tokens_BxQ, vocab_size)
+    a = caption_embedding(answer_tokens_BxA, vocab_size)
+    return jnp.concatenate([q, a], axis=-1) * (1.0 / jnp.sqrt(2.0))
+
+
+def relevance_embedding(batch: dict, target: str, *, vocab_size: int, num_classes: int) -> jax.Array:
+    """Y for the batch by `config.infotok.relevance_target` (module docstring); "text" reads only the
+    question/answer tokens, "attributes" only `objects`, "label" only `label`."""
+    if target == "text":
+        return answer_embedding(batch["question_tokens"], batch["answer_tokens"], vocab_size)
+    if target == "attributes":
+        return scene_attribute_embedding(batch["objects"])
+    if target == "label":
         return label_embedding(batch["label"], num_classes)
-    return scene_attribute_embedding(batch["objects"])
+    raise ValueError(f"config.infotok.relevance_target: unknown target {target!r}")

@@ -2,15 +2,17 @@
 
 Every mask is a boolean array where True means "this query may attend to this key". Masks are built from
 per-position arrays (validity, image-span ids, cache slots) so one compiled model serves causal LM,
-prefix-LM, Show-o style "omni" attention and cached decoding: the host chooses the mask, not the model.
+Show-o style "omni" attention and cached decoding: the host chooses the mask, not the model.
 
 Shapes: a full-sequence mask is BxTxT (query x key); a cached-decoding mask is BxTxS with S the cache
-length. The backbone also accepts the same masks with a singleton head axis (Bx1xTxT). Combine masks
-with `&` (`combine`).
+length. The backbone also accepts the same masks with a singleton head axis (Bx1xTxT), which is what
+flax's `nn.make_attention_mask` / `nn.make_causal_mask` return; the builders here call those and drop
+that axis. Combine masks with `&` or `nn.combine_masks`.
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax.numpy as jnp
 from jax import Array
 
@@ -22,25 +24,14 @@ def _check_rank(name: str, x: Array, rank: int, shape_hint: str) -> None:
 
 def causal_mask(batch_size: int, length: int) -> Array:
     """Lower-triangular mask: query t attends to keys <= t. Returns bool BxTxT."""
-    tri_TxT = jnp.tril(jnp.ones((length, length), dtype=bool))
-    return jnp.broadcast_to(tri_TxT[None], (batch_size, length, length))
+    return nn.make_causal_mask(jnp.zeros((batch_size, length), bool), dtype=bool)[:, 0]
 
 
 def padding_mask(valid_BxT: Array) -> Array:
     """Mask that allows attention only between valid (non-padding) positions. Returns bool BxTxT."""
     _check_rank("valid_BxT", valid_BxT, 2, "[batch, length]")
     valid_BxT = valid_BxT.astype(bool)
-    return valid_BxT[:, :, None] & valid_BxT[:, None, :]
-
-
-def prefix_lm_mask(prefix_len_B: Array, length: int) -> Array:
-    """Full attention inside the first `prefix_len` positions, causal after. Returns bool BxTxT."""
-    _check_rank("prefix_len_B", jnp.asarray(prefix_len_B), 1, "[batch]")
-    prefix_len_B = jnp.asarray(prefix_len_B)
-    pos_T = jnp.arange(length)
-    causal_BxTxT = causal_mask(prefix_len_B.shape[0], length)
-    key_in_prefix_BxT = pos_T[None, :] < prefix_len_B[:, None]
-    return causal_BxTxT | key_in_prefix_BxT[:, None, :]
+    return nn.make_attention_mask(valid_BxT, valid_BxT, jnp.logical_and, dtype=bool)[:, 0]
 
 
 def image_span_ids(is_image_BxT: Array) -> Array:
@@ -51,6 +42,10 @@ def image_span_ids(is_image_BxT: Array) -> Array:
     starts_BxT = is_image_BxT & ~prev_BxT
     run_id_BxT = jnp.cumsum(starts_BxT.astype(jnp.int32), axis=1)
     return jnp.where(is_image_BxT, run_id_BxT, 0)
+
+
+def _same_image(query_span: Array, key_span: Array) -> Array:
+    return (query_span == key_span) & (query_span > 0)
 
 
 def omni_mask(image_span_BxT: Array, valid_BxT: Array | None = None) -> Array:
@@ -67,13 +62,10 @@ def omni_mask(image_span_BxT: Array, valid_BxT: Array | None = None) -> Array:
     """
     _check_rank("image_span_BxT", image_span_BxT, 2, "[batch, length]")
     batch_size, length = image_span_BxT.shape
-    same_image_BxTxT = (image_span_BxT[:, :, None] == image_span_BxT[:, None, :]) & (
-        image_span_BxT[:, :, None] > 0
-    )
+    same_image_BxTxT = nn.make_attention_mask(image_span_BxT, image_span_BxT, _same_image, dtype=bool)[:, 0]
     mask_BxTxT = causal_mask(batch_size, length) | same_image_BxTxT
-    if valid_BxT is not None:
-        mask_BxTxT = mask_BxTxT & padding_mask(valid_BxT)
-    return mask_BxTxT
+    padding_BxTxT = None if valid_BxT is None else padding_mask(valid_BxT)
+    return nn.combine_masks(mask_BxTxT, padding_BxTxT, dtype=bool)
 
 
 def decode_mask(query_slot_BxT: Array, key_valid_BxS: Array) -> Array:
@@ -86,18 +78,6 @@ def decode_mask(query_slot_BxT: Array, key_valid_BxS: Array) -> Array:
     """
     _check_rank("query_slot_BxT", query_slot_BxT, 2, "[batch, length]")
     _check_rank("key_valid_BxS", key_valid_BxS, 2, "[batch, cache_length]")
-    slot_S = jnp.arange(key_valid_BxS.shape[1])
-    causal_BxTxS = slot_S[None, None, :] <= query_slot_BxT[:, :, None]
+    slot_BxS = jnp.broadcast_to(jnp.arange(key_valid_BxS.shape[1]), key_valid_BxS.shape)
+    causal_BxTxS = nn.make_attention_mask(query_slot_BxT, slot_BxS, jnp.greater_equal, dtype=bool)[:, 0]
     return causal_BxTxS & key_valid_BxS.astype(bool)[:, None, :]
-
-
-def combine(*masks: Array) -> Array:
-    """Logical AND of masks of the same shape."""
-    if not masks:
-        raise ValueError("combine needs at least one mask")
-    out = masks[0].astype(bool)
-    for m in masks[1:]:
-        if m.shape != out.shape:
-            raise ValueError(f"combine: mask shapes differ: {out.shape} vs {m.shape}")
-        out = out & m.astype(bool)
-    return out

@@ -1,9 +1,10 @@
 """Decoder-only transformer shared by the three unified-MLLM hosts (AR, masked, continuous).
 
 Pre-norm blocks with RMSNorm, rotary position embeddings (RoPE), grouped-query attention written as
-einsums (faster than `jax.nn.dot_product_attention` on the H200 baseline, see anchors-h200.md) and a
-SwiGLU MLP. The attention mask is an input array, so causal, prefix-LM and Show-o "omni" attention are
-the same compiled model (`attention_masks`). Inputs are token ids or precomputed embeddings (hosts mix
+einsums (the default `jax.nn.dot_product_attention` was the slower of the two in an earlier GPU session's
+train steps; `docs/performance.md` lists the cuDNN kernel as the untried alternative) and a SwiGLU MLP.
+The attention mask is an input array, so causal, Show-o "omni" or any other attention pattern is the
+same compiled model (`attention_masks`). Inputs are token ids or precomputed embeddings (hosts mix
 projected image features with text embeddings). Every parameter carries logical axis names (embed, mlp,
 heads, kv, vocab; "layers" for the scanned stack) and the residual stream is constrained to
 ("batch", "length", "embed"), so the model shards over the ("data", "fsdp", "model") mesh of
@@ -301,7 +302,7 @@ class Transformer(nn.Module):
           mask_BxTxT: bool mask (True = attend), BxTxS or Bx1xTxS, batch 1 broadcasts. S = T, or the cache
             length when decoding. Default: causal (decoding: every written slot up to the query's own).
           decode: write keys/values to the "cache" collection at its index and attend over the cache
-            (apply with `mutable=["cache"]`; build the cache with `kv_cache.init_cache`).
+            (apply with `mutable=["cache"]`; the first such call creates the cache, see `kv_cache`).
           deterministic: disables dropout (needs a "dropout" rng when False and dropout_rate > 0).
           return_hidden: also return the final-normed hidden states.
 

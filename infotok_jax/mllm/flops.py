@@ -1,8 +1,8 @@
 """Honest model-FLOP counts for the decoder backbone, used for model FLOPs utilization (MFU).
 
-The count follows the convention of the H200 baseline (anchors-h200.md): a training step costs
-6 x (matmul parameters) per token, where matmul parameters exclude the embedding lookup and the norm
-scales but include the output projection (also when it is tied to the embedding), plus attention scores
+The count is the usual "honest" MFU convention ("MFU counting" in docs/performance.md): a training step
+costs 6 x (matmul parameters) per token, where matmul parameters exclude the embedding lookup and the
+norm scales but include the output projection (also when it is tied to the embedding), plus attention scores
 and the attention-weighted sum: 12 x layers x T^2 x (heads x head_dim) per sequence for forward and
 backward, counted at half because the causal mask makes half of it unnecessary. Rematerialization is not
 counted (MFU measures useful work, not the work a memory policy adds). Inference (forward only) is a

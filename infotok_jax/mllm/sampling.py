@@ -1,8 +1,9 @@
-"""Sampling for the unified-MLLM hosts: logit filters, classifier-free guidance, KV-cached AR decoding and
-MaskGIT-style parallel iterative decoding.
+"""Sampling for the unified-MLLM hosts: how a token is chosen from logits (greedy, temperature, top-k,
+top-p, classifier-free guidance) and MaskGIT-style parallel iterative decoding. The KV-cached
+autoregressive loop that uses these choices is `decoding.py`.
 
 Everything is a pure function of its inputs and a PRNG key: step i of a loop uses `fold_in(key, i)`, so
-the same key gives the same tokens whether or not the loop is cached, jitted or batched differently.
+the same key gives the same tokens whether or not the loop is jitted or batched differently.
 Classifier-free guidance (CFG) runs the conditional and unconditional sequences as one batch [cond;
 uncond] and combines logits as `uncond + scale * (cond - uncond)`: scale 1 is the conditional model,
 scale 0 the unconditional one.
@@ -13,17 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-from infotok_jax.mllm import attention_masks, kv_cache
-
-_NEG_INF = -1e30
-# (cache, tokens_Bx1, step) -> (logits_BxV for the next token, new cache)
-StepFn = Callable[[Any, Array, Array], tuple[Array, Any]]
+NEG_INF = -1e30
 
 
 def greedy(logits_xV: Array) -> Array:
@@ -36,7 +32,7 @@ def top_k_filter(logits_xV: Array, k: int) -> Array:
     if k <= 0 or k >= logits_xV.shape[-1]:
         return logits_xV
     kth_x1 = jax.lax.top_k(logits_xV, k)[0][..., -1:]
-    return jnp.where(logits_xV >= kth_x1, logits_xV, _NEG_INF)
+    return jnp.where(logits_xV >= kth_x1, logits_xV, NEG_INF)
 
 
 def top_p_filter(logits_xV: Array, p: float) -> Array:
@@ -49,7 +45,7 @@ def top_p_filter(logits_xV: Array, p: float) -> Array:
     probs_xV = jax.nn.softmax(sorted_xV.astype(jnp.float32), axis=-1)
     keep_xV = (jnp.cumsum(probs_xV, axis=-1) - probs_xV) < p
     cutoff_x1 = jnp.min(jnp.where(keep_xV, sorted_xV, jnp.inf), axis=-1, keepdims=True)
-    return jnp.where(logits_xV >= cutoff_x1, logits_xV, _NEG_INF)
+    return jnp.where(logits_xV >= cutoff_x1, logits_xV, NEG_INF)
 
 
 def sample_logits(
@@ -78,140 +74,6 @@ class SamplerConfig:
     top_k: int = 0  # 0 = no top-k filter
     top_p: float = 1.0  # 1 = no nucleus filter
     cfg_scale: float | None = None  # None = no guidance; else logits rows are [cond; uncond]
-
-
-def _choose(
-    key: Array, logits_BxV: Array, step: Array, sampler: SamplerConfig, allowed_V: Array | None
-) -> Array:
-    if sampler.cfg_scale is not None:
-        half = logits_BxV.shape[0] // 2
-        logits_BxV = cfg_combine(logits_BxV[:half], logits_BxV[half:], sampler.cfg_scale)
-    if allowed_V is not None:
-        logits_BxV = jnp.where(allowed_V[None, :], logits_BxV, _NEG_INF)
-    return sample_logits(
-        jax.random.fold_in(key, step),
-        logits_BxV,
-        temperature=sampler.temperature,
-        top_k=sampler.top_k,
-        top_p=sampler.top_p,
-    )
-
-
-def sample_autoregressive(
-    step_fn: StepFn,
-    cache: Any,
-    first_logits_BxV: Array,
-    key: Array,
-    num_steps: int,
-    sampler: SamplerConfig = SamplerConfig(),
-    allowed_V: Array | None = None,
-) -> Array:
-    """Generic cached AR loop (lax.scan): sample a token, feed it through `step_fn`, repeat.
-
-    Args:
-      step_fn: (cache, tokens_Bx1, step) -> (next logits BxV, cache); closes over params, positions, masks.
-      cache: the decoding state after the prompt (e.g. the KV cache).
-      first_logits_BxV: logits for the first generated token (last prompt position).
-      key: PRNG key; step i samples with fold_in(key, i).
-      num_steps: number of tokens to generate (>= 1).
-      sampler: temperature / top-k / top-p / CFG. With CFG the logits have 2B rows [cond; uncond] and the
-        sampled token is fed to both halves.
-      allowed_V: optional bool mask of tokens that may be generated (e.g. the image-code range).
-
-    Returns:
-      int32 tokens BxN (B = prompts, i.e. half the rows under CFG).
-    """
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-
-    def body(carry: tuple[Any, Array], step: Array) -> tuple[tuple[Any, Array], Array]:
-        cache, logits_BxV = carry
-        tokens_B = _choose(key, logits_BxV, step, sampler, allowed_V)
-        feed_B = tokens_B if sampler.cfg_scale is None else jnp.concatenate([tokens_B, tokens_B])
-        logits_BxV, cache = step_fn(cache, feed_B[:, None], step)
-        return (cache, logits_BxV), tokens_B
-
-    (_, last_logits_BxV), tokens_NxB = jax.lax.scan(
-        body, (cache, first_logits_BxV), jnp.arange(num_steps - 1)
-    )
-    last_B = _choose(key, last_logits_BxV, jnp.asarray(num_steps - 1), sampler, allowed_V)
-    return jnp.concatenate([tokens_NxB.T, last_B[:, None]], axis=1)
-
-
-def generate(
-    model: Any,
-    params: Any,
-    prompt_BxP: Array,
-    key: Array,
-    num_steps: int,
-    sampler: SamplerConfig = SamplerConfig(),
-    *,
-    prompt_valid_BxP: Array | None = None,
-    uncond_prompt_BxP: Array | None = None,
-    uncond_valid_BxP: Array | None = None,
-    allowed_V: Array | None = None,
-) -> Array:
-    """Prefills left-padded prompts into a fresh KV cache and samples `num_steps` tokens.
-
-    Args:
-      model: a backbone `Transformer`; params: its "params" collection.
-      prompt_BxP: int prompts, left-padded (the last position of every row is a real token).
-      key: PRNG key. num_steps: tokens to generate. sampler: see `SamplerConfig`.
-      prompt_valid_BxP: bool, False on padding; default all valid.
-      uncond_prompt_BxP / uncond_valid_BxP: unconditional prompts (same length P) for CFG; required iff
-        `sampler.cfg_scale` is set.
-      allowed_V: optional bool mask of tokens that may be generated.
-
-    Returns:
-      int32 tokens BxN.
-    """
-    if (sampler.cfg_scale is None) != (uncond_prompt_BxP is None):
-        raise ValueError("generate: pass uncond_prompt_BxP exactly when sampler.cfg_scale is set")
-    if prompt_valid_BxP is None:
-        prompt_valid_BxP = jnp.ones(prompt_BxP.shape, bool)
-    if uncond_prompt_BxP is not None:
-        if uncond_prompt_BxP.shape != prompt_BxP.shape:
-            raise ValueError(
-                f"uncond_prompt_BxP must have shape {prompt_BxP.shape}; got {uncond_prompt_BxP.shape}"
-            )
-        if uncond_valid_BxP is None:
-            uncond_valid_BxP = jnp.ones(prompt_BxP.shape, bool)
-        prompt_BxP = jnp.concatenate([prompt_BxP, uncond_prompt_BxP])
-        prompt_valid_BxP = jnp.concatenate([prompt_valid_BxP, uncond_valid_BxP])
-    rows, length = prompt_BxP.shape
-    cache_len = length + num_steps
-    model = model.clone(config=dataclasses.replace(model.config, max_len=cache_len))
-    cache = kv_cache.init_cache(model, rows, cache_len)
-    key_valid_BxS = jnp.concatenate(
-        [prompt_valid_BxP.astype(bool), jnp.ones((rows, num_steps), bool)], axis=1
-    )
-    positions_BxP = kv_cache.positions_from_valid(prompt_valid_BxP)
-    slots_BxP = jnp.broadcast_to(jnp.arange(length)[None, :], (rows, length))
-    logits_BxPxV, mutated = model.apply(
-        {"params": params, "cache": cache},
-        prompt_BxP,
-        positions_BxT=positions_BxP,
-        mask_BxTxT=attention_masks.decode_mask(slots_BxP, key_valid_BxS),
-        decode=True,
-        mutable=["cache"],
-    )
-    last_pos_Bx1 = positions_BxP[:, -1:]
-
-    def step_fn(cache: Any, tokens_Bx1: Array, step: Array) -> tuple[Array, Any]:
-        slot_Bx1 = jnp.full((rows, 1), length + step)
-        logits_Bx1xV, mutated = model.apply(
-            {"params": params, "cache": cache},
-            tokens_Bx1,
-            positions_BxT=last_pos_Bx1 + 1 + step,
-            mask_BxTxT=attention_masks.decode_mask(slot_Bx1, key_valid_BxS),
-            decode=True,
-            mutable=["cache"],
-        )
-        return logits_Bx1xV[:, 0], mutated["cache"]
-
-    return sample_autoregressive(
-        step_fn, mutated["cache"], logits_BxPxV[:, -1], key, num_steps, sampler, allowed_V
-    )
 
 
 def cosine_schedule(progress: Array | float) -> Array:
@@ -257,7 +119,7 @@ def maskgit_decode(
     def body(tokens_BxN: Array, step: Array) -> tuple[Array, Array]:
         logits_BxNxV = logits_fn(tokens_BxN).astype(jnp.float32)
         if mask_id < logits_BxNxV.shape[-1]:
-            logits_BxNxV = logits_BxNxV.at[..., mask_id].set(_NEG_INF)
+            logits_BxNxV = logits_BxNxV.at[..., mask_id].set(NEG_INF)
         key_sample, key_choice = jax.random.split(jax.random.fold_in(key, step))
         unknown_BxN = tokens_BxN == mask_id
         sampled_BxN = sample_logits(key_sample, logits_BxNxV, temperature=temperature, top_k=top_k)

@@ -1,11 +1,20 @@
-"""Collects the study's per-run results and reduces them to mean +- std over seeds (Markdown and JSON).
+"""Collects the study's per-run results: mean +- std per arm and paired differences from the baseline.
 
-Per run it reads the evaluation binary's `eval/step_<N>/metrics.json` (understanding accuracy,
-oracle-scored generation, PSNR on the validation and holdout splits) and the training binary's
-`metrics.jsonl` (the last in-training evaluation's rate and nHSIC, and the median of the logged
-`steps_per_sec`). The step-time ratio of a run is its baseline's median steps/s over its own, with the
-baseline being the `none` arm of the same host and seed at the same sweep point when that exists,
-else the main baseline `<host>-none-s<seed>`; > 1 means slower than the baseline.
+Per run it reads the evaluation binary's `eval/step_<N>/metrics.json` on `REPORT_SPLIT` = "test" (a split
+no default, sampler or weight was chosen on; validation is where those choices were made) and the
+compositional holdout: understanding accuracy beside its image-blind floor, generation all-correct /
+color / count beside the reconstruction ceiling, PSNR, and the information plane at evaluation (nHSIC
+excess over the permutation floor, flat token view, 512 examples); from the training binary's
+`metrics.jsonl` the last rate and the median `steps_per_sec`.
+
+Paired statistics: runs of one seed share initialization and data order across arms, so each run is
+compared with its baseline of the same host and seed: the `none` arm at the same sweep point when that
+run exists, else the main baseline `<host>-none-s<seed>`. Per metric, the per-seed differences
+d_s = run_s - baseline_s give a mean difference with a 95% Student-t interval over seeds,
+mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n); a difference reads as supported only when the interval
+excludes 0 (n >= 2 needed). `seeds_needed` turns the measured spread of the differences into the number
+of seeds that resolves a given difference. The step-time ratio is baseline steps/s over the run's own
+(> 1: slower than the baseline).
 """
 
 from __future__ import annotations
@@ -18,9 +27,14 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from scipy import stats as scipy_stats
+
 from infotok_jax.study import runner
 from infotok_jax.study.protocol import Run
 from infotok_jax.training import reporting
+
+REPORT_SPLIT = "test"  # the split the study's tables report; see the module docstring
+CONFIDENCE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,18 +43,34 @@ class Metric:
     label: str
     source: str  # "eval" (metrics.json key) | "final" (last metrics.jsonl value) | "derived"
     digits: int = 3
+    resolution: float = 0.02  # the difference `seeds_needed` reports a seed count for
+    paired: bool = True  # shown in the paired-difference table
+    in_table: bool = True  # False: aggregated for the plots only
+
+
+def _t(key: str) -> str:
+    return f"{REPORT_SPLIT}/{key}"
 
 
 METRICS = (
-    Metric("validation/understanding/accuracy", "understanding acc (val)", "eval"),
+    Metric(_t("understanding/accuracy"), f"understanding acc ({REPORT_SPLIT})", "eval"),
+    Metric(_t("understanding/floor_blind_accuracy"), "image-blind floor", "eval", paired=False),
     Metric("holdout/understanding/accuracy", "understanding acc (holdout)", "eval"),
-    Metric("validation/generation/all_correct", "generation all-correct (val)", "eval"),
-    Metric("holdout/generation/all_correct", "generation all-correct (holdout)", "eval"),
-    Metric("validation/reconstruction/psnr", "PSNR dB (val)", "eval", 2),
-    Metric("eval/rate_bits_per_token", "rate bits/token", "final"),
-    Metric("eval/nhsic_xz", "nHSIC(X,Z)", "final"),
-    Metric("eval/nhsic_zy", "nHSIC(Z,Y)", "final"),
-    Metric("step_time_vs_baseline", "step time / baseline", "derived", 2),
+    Metric(_t("generation/all_correct"), f"gen all-correct ({REPORT_SPLIT})", "eval"),
+    Metric(_t("generation/color_correct"), "gen color", "eval"),
+    Metric(_t("generation/count_correct"), "gen count", "eval"),
+    Metric(_t("generation/ceiling_recon_all_correct"), "recon ceiling all-correct", "eval", paired=False),
+    Metric("holdout/generation/all_correct", "gen all-correct (holdout)", "eval"),
+    Metric(_t("reconstruction/psnr"), f"PSNR dB ({REPORT_SPLIT})", "eval", 2, 0.5),
+    Metric(_t("information/excess_nhsic_xz_flat"), "nHSIC(X,Z) - floor", "eval", 3, 0.01),
+    Metric(_t("information/excess_nhsic_zy_flat"), "nHSIC(Z,Y) - floor", "eval", 3, 0.01),
+    Metric(_t("information/excess_nhsic_zn_flat"), "nHSIC(Z,N) - floor", "eval", 3, 0.005),
+    Metric(_t("information/probe_r2_zn_flat"), "probe R^2 Z->N", "eval", 3, 0.02),
+    Metric(_t("information/excess_nhsic_xz_pooled"), "nHSIC(X,Z) pooled - floor", "eval", in_table=False),
+    Metric(_t("information/excess_nhsic_zy_pooled"), "nHSIC(Z,Y) pooled - floor", "eval", in_table=False),
+    Metric(_t("information/excess_nhsic_zn_pooled"), "nHSIC(Z,N) pooled - floor", "eval", in_table=False),
+    Metric("eval/rate_bits_per_token", "rate bits/token", "final", 3, 0.1),
+    Metric("step_time_vs_baseline", "step time / baseline", "derived", 2, 0.05, paired=False),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
@@ -49,15 +79,6 @@ def median_steps_per_sec(history: dict[int, dict[str, float]]) -> float | None:
     """Median of the `steps_per_sec` values a run logged (None if it logged none)."""
     values = [r["steps_per_sec"] for r in history.values() if "steps_per_sec" in r]
     return statistics.median(values) if values else None
-
-
-def information_curve(history: dict[int, dict[str, float]]) -> list[tuple[int, float, float]]:
-    """(step, eval/nhsic_xz, eval/nhsic_zy) of every in-training evaluation, by step."""
-    return [
-        (s, r["eval/nhsic_xz"], r["eval/nhsic_zy"])
-        for s, r in sorted(history.items())
-        if math.isfinite(r.get("eval/nhsic_xz", math.nan)) and math.isfinite(r.get("eval/nhsic_zy", math.nan))
-    ]
 
 
 def collect_run(run: Run, root: pathlib.Path) -> dict[str, Any]:
@@ -86,17 +107,43 @@ def collect_run(run: Run, root: pathlib.Path) -> dict[str, Any]:
                 record["metrics"][m.key] = history[steps[-1]][m.key]
     record["metrics"] = {k: float(v) for k, v in record["metrics"].items() if math.isfinite(v)}
     record["steps_per_sec"] = median_steps_per_sec(history)
-    record["information_curve"] = information_curve(history)
     return record
 
 
-def _baseline_sps(run: Run, root: pathlib.Path) -> float | None:
+def baseline_run(run: Run, root: pathlib.Path) -> Run | None:
+    """The run `run` is paired with: the `none` arm of the same host and seed at the same sweep point if
+    its workdir exists, else the main baseline `<host>-none-s<seed>`; never the run itself."""
     same_point = run.name.replace(f"{run.host}-{run.arm}-", f"{run.host}-none-", 1)
     for name in (same_point, f"{run.host}-none-s{run.seed}"):
-        workdir = pathlib.Path(root) / "runs" / name
-        if workdir.is_dir():
-            return median_steps_per_sec(reporting.read_metrics(workdir))
+        if name != run.name and (pathlib.Path(root) / "runs" / name).is_dir():
+            return dataclasses.replace(run, name=name, arm="none")
     return None
+
+
+def t_interval(diffs: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean of paired differences with its Student-t interval over seeds (no bounds with one seed)."""
+    values = [float(d) for d in diffs]
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:  # no spread to measure: no interval (None keeps results.json strict JSON)
+        return {"mean": mean, "lo": None, "hi": None, "sd": None, "n": n, "diffs": values, "supported": False}
+    else:
+        sd = statistics.stdev(values)
+        half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    supported = n >= 2 and (lo > 0 or hi < 0)
+    return {"mean": mean, "lo": lo, "hi": hi, "sd": sd, "n": n, "diffs": values, "supported": supported}
+
+
+def seeds_needed(sd: float, resolution: float, confidence: float = CONFIDENCE, max_seeds: int = 100) -> int:
+    """Fewest seeds n >= 2 whose t interval half-width t_{n-1} * sd / sqrt(n) is below `resolution`
+    (max_seeds when none up to it is; 2 when sd is 0)."""
+    if not sd > 0:
+        return 2
+    for n in range(2, max_seeds + 1):
+        if float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n) < resolution:
+            return n
+    return max_seeds
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -112,9 +159,14 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
     records = []
     for run in runs:
         record = collect_run(run, root)
-        base, own = _baseline_sps(run, root), record["steps_per_sec"]
-        if base and own:
-            record["metrics"]["step_time_vs_baseline"] = base / own
+        base_run = baseline_run(run, root)
+        base = collect_run(base_run, root) if base_run is not None else None
+        record["baseline"] = base_run.name if base_run is not None else None
+        record["baseline_metrics"] = base["metrics"] if base is not None else {}
+        if base is None and run.arm == "none":  # the baseline itself: its own steps/s
+            base = record
+        if base is not None and base["steps_per_sec"] and record["steps_per_sec"]:
+            record["metrics"]["step_time_vs_baseline"] = base["steps_per_sec"] / record["steps_per_sec"]
         records.append(record)
     groups: dict[tuple, dict[str, Any]] = {}
     for record in records:
@@ -128,18 +180,46 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
                 "seeds": [],
                 "complete": 0,
                 "per_metric": {},
+                "per_diff": {},
             },
         )
         group["seeds"].append(record["seed"])
         group["complete"] += record["status"] == "complete"
         for k, v in record["metrics"].items():
             group["per_metric"].setdefault(k, []).append(v)
+            if record["baseline"] is not None and k in record["baseline_metrics"]:
+                group["per_diff"].setdefault(k, []).append(v - record["baseline_metrics"][k])
     summary = []
     for group in groups.values():
-        per_metric = group.pop("per_metric")
+        per_metric, per_diff = group.pop("per_metric"), group.pop("per_diff")
         group["metrics"] = {k: summarize(per_metric[k]) for k in METRIC_KEYS if k in per_metric}
+        group["paired"] = {
+            m.key: t_interval(per_diff[m.key]) for m in METRICS if m.paired and per_diff.get(m.key)
+        }
         summary.append(group)
-    return {"sweep": sweep, "metrics": {m.key: m.label for m in METRICS}, "groups": summary, "runs": records}
+    return {
+        "sweep": sweep,
+        "split": REPORT_SPLIT,
+        "confidence": CONFIDENCE,
+        "metrics": {m.key: m.label for m in METRICS},
+        "groups": summary,
+        "seeds_needed": _seeds_needed(summary),
+        "runs": records,
+    }
+
+
+def _seeds_needed(groups: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per paired metric: the pooled sd of the per-seed differences over all groups with >= 2 seeds, and
+    the seeds whose 95% interval half-width resolves the metric's `resolution`."""
+    out = {}
+    for m in METRICS:
+        parts = [g["paired"][m.key] for g in groups if m.key in g["paired"] and g["paired"][m.key]["n"] >= 2]
+        if not parts:
+            continue
+        dof = sum(p["n"] - 1 for p in parts)
+        pooled = math.sqrt(sum((p["n"] - 1) * p["sd"] ** 2 for p in parts) / dof)
+        out[m.key] = {"sd": pooled, "resolution": m.resolution, "seeds": seeds_needed(pooled, m.resolution)}
+    return out
 
 
 def _hashable(value: Any) -> Any:
@@ -154,27 +234,74 @@ def _cell(stats: dict[str, Any] | None, digits: int) -> str:
     return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
+def _diff_cell(paired: dict[str, Any] | None, digits: int) -> str:
+    """'+0.031 [+0.012, +0.050] *' (* = the interval excludes 0); one seed: the difference alone."""
+    if not paired:
+        return "—"
+    if paired["n"] < 2:
+        return f"{paired['mean']:+.{digits}f} (1 seed)"
+    mark = " *" if paired["supported"] else ""
+    return f"{paired['mean']:+.{digits}f} [{paired['lo']:+.{digits}f}, {paired['hi']:+.{digits}f}]{mark}"
+
+
 def markdown(results: dict[str, Any], title: str) -> str:
-    """The results as a Markdown table: one row per (host, arm[, swept value]), mean ± std over seeds."""
+    """The results as Markdown: per (host, arm[, swept value]) mean ± std over seeds, then the paired
+    differences from the baseline with their 95% t intervals, then the seeds the measured spread needs."""
     swept = results["sweep"] != "main"
-    head = ["host", "arm", *(["value"] if swept else []), "seeds (complete)", *(m.label for m in METRICS)]
+    ident = ["host", "arm", *(["value"] if swept else [])]
+    shown = [m for m in METRICS if m.in_table]
+    head = [*ident, "seeds (complete)", *(m.label for m in shown)]
     lines = [
         f"## {title}",
         "",
+        f"Split: {results['split']} (no default, sampler or weight was chosen on it) and the holdout. "
         "mean ± sample std (ddof=1) over seeds (no ± with one seed); — = not measured or not defined.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + " --- |" * len(head),
     ]
+
+    def ident_cells(g: dict[str, Any]) -> list[str]:
+        return [g["host"], g["arm"], *([str(g["value"])] if swept else [])]
+
     for g in results["groups"]:
         cells = [
-            g["host"],
-            g["arm"],
-            *([str(g["value"])] if swept else []),
+            *ident_cells(g),
             f"{len(g['seeds'])} ({g['complete']})",
-            *(_cell(g["metrics"].get(m.key), m.digits) for m in METRICS),
+            *(_cell(g["metrics"].get(m.key), m.digits) for m in shown),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    paired = [m for m in shown if m.paired]
+    level = round(100 * results["confidence"])
+    lines += [
+        "",
+        f"Paired differences from the baseline (the `none` arm of the same host and seed at the same sweep "
+        f"point, else the main baseline): mean over seeds [{level}% Student-t interval over seeds]; "
+        "* = the interval excludes 0 (the only differences that read as supported).",
+        "",
+        "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
+        "|" + " --- |" * (len(ident) + 1 + len(paired)),
+    ]
+    for g in results["groups"]:
+        if not g["paired"]:
+            continue
+        n = max(p["n"] for p in g["paired"].values())
+        cells = [*ident_cells(g), str(n), *(_diff_cell(g["paired"].get(m.key), m.digits) for m in paired)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if results["seeds_needed"]:
+        lines += [
+            "",
+            f"Seeds for a {level}% interval half-width below the resolution, from the pooled sd of "
+            "the paired differences measured here:",
+            "",
+        ]
+        for m in paired:
+            need = results["seeds_needed"].get(m.key)
+            if need:
+                lines.append(
+                    f"- {m.label}: sd {need['sd']:.{m.digits + 1}f}, resolution {need['resolution']:g}"
+                    f" -> {need['seeds']} seeds"
+                )
     return "\n".join(lines) + "\n"
 
 

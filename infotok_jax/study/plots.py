@@ -1,7 +1,8 @@
-"""PNG figures of the study: information plane per host, bar chart of the main table, sweep curves.
+"""PNG figures of the study: information plane per host, paired-difference bars, sweep curves.
 
 All figures are drawn from the `aggregate.aggregate` results dict, so they show exactly the numbers
-of table.md / results.json.
+of table.md / results.json: the test split, nHSIC as excess over its permutation floor, and for the bars
+the per-seed differences from the baseline with their 95% t intervals (solid: the interval excludes 0).
 """
 
 from __future__ import annotations
@@ -12,18 +13,26 @@ from typing import Any
 
 import numpy as np
 
-ARM_COLORS = {"none": "tab:gray", "vib": "tab:blue", "hsic": "tab:orange"}
+from infotok_jax.study.aggregate import REPORT_SPLIT
+
+ARM_COLORS = {"none": "tab:gray", "vib": "tab:blue", "hsic": "tab:orange", "supervised": "tab:green"}
+_S = REPORT_SPLIT
+XZ, ZY = (f"{_S}/information/excess_nhsic_{p}" for p in ("xz", "zy"))
+PROBE_ZN = f"{_S}/information/probe_r2_zn_flat"
+PSNR = f"{_S}/reconstruction/psnr"
 BAR_PANELS = (
-    ("validation/understanding/accuracy", "understanding accuracy (validation)"),
+    (f"{_S}/understanding/accuracy", f"understanding accuracy ({_S})"),
     ("holdout/understanding/accuracy", "understanding accuracy (holdout)"),
-    ("validation/generation/all_correct", "generation all-correct (validation)"),
+    (f"{_S}/generation/all_correct", f"generation all-correct ({_S})"),
     ("holdout/generation/all_correct", "generation all-correct (holdout)"),
+    (f"{_S}/generation/color_correct", f"generation color ({_S})"),
+    (f"{_S}/generation/count_correct", f"generation count ({_S})"),
 )
 CURVE_PANELS = (
-    ("validation/understanding/accuracy", "understanding acc (val)"),
-    ("validation/generation/all_correct", "generation all-correct (val)"),
-    ("validation/reconstruction/psnr", "PSNR dB (val)"),
-    ("eval/nhsic_xz", "nHSIC(X,Z)"),
+    (f"{_S}/understanding/accuracy", f"understanding acc ({_S})"),
+    (f"{_S}/generation/all_correct", f"generation all-correct ({_S})"),
+    (PSNR, f"PSNR dB ({_S})"),
+    (f"{XZ}_flat", "nHSIC(X,Z) - perm. floor"),
 )
 
 
@@ -53,69 +62,90 @@ def _arms(results: dict[str, Any]) -> list[str]:
 
 
 def information_plane(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
-    """One panel per host; per arm, nHSIC(X,Z) vs nHSIC(Z,Y) over training, averaged over seeds at the
-    evaluation steps all its seeds share (markers go from light to dark with the step)."""
+    """One panel per host; per arm, the evaluation-time excess nHSIC(X,Z) vs excess nHSIC(Z,Y) (over their
+    permutation floors, 512 examples), mean ± std over seeds; filled markers: flat token view, hollow:
+    pooled. Each flat point is labelled with the probe R^2 of the nuisance from the tokens ("N R2")."""
     plt = _pyplot()
     hosts = _hosts(results)
     fig, axes = plt.subplots(1, len(hosts), figsize=(4.2 * len(hosts), 3.8), dpi=110, squeeze=False)
     for ax, host in zip(axes[0], hosts, strict=True):
-        for arm in _arms(results):
-            curves = [
-                dict((s, (x, y)) for s, x, y in r["information_curve"])
-                for r in results["runs"]
-                if r["host"] == host and r["arm"] == arm and r["information_curve"]
-            ]
-            if not curves:
-                continue
-            steps = sorted(set.intersection(*(set(c) for c in curves)))
-            xy = np.asarray([[np.mean([c[s][i] for c in curves]) for i in (0, 1)] for s in steps])
-            if not len(xy):
-                continue
-            color = ARM_COLORS.get(arm)
-            ax.plot(xy[:, 0], xy[:, 1], "-", color=color, linewidth=1, label=f"{arm} (n={len(curves)})")
-            shades = np.linspace(0.3, 1.0, len(xy))
-            ax.scatter(xy[:, 0], xy[:, 1], color=color, alpha=shades, s=16)
-            ax.annotate(f"{steps[-1]}", xy[-1], fontsize=7)
-        ax.set_title(f"{host} host")
-        ax.set_xlabel("nHSIC(X, Z)  (lower = more compressed)")
-        ax.set_ylabel("nHSIC(Z, Y)  (relevance)")
+        for g in (g for g in results["groups"] if g["host"] == host):
+            color = ARM_COLORS.get(g["arm"])
+            label = g["arm"] if g["value"] is None else f"{g['arm']} {g['value']}"
+            for view, face in (("flat", color), ("pooled", "none")):
+                x, y = g["metrics"].get(f"{XZ}_{view}"), g["metrics"].get(f"{ZY}_{view}")
+                if not (x and y):
+                    continue
+                ax.errorbar(
+                    x["mean"],
+                    y["mean"],
+                    yerr=y["std"],
+                    xerr=x["std"],
+                    fmt="o",
+                    color=color,
+                    mfc=face,
+                    capsize=2,
+                    label=f"{label} ({view}, n={x['n']})",
+                )
+                zn = g["metrics"].get(PROBE_ZN)
+                if zn and view == "flat":
+                    ax.annotate(f"N R2 {zn['mean']:.2f}", (x["mean"], y["mean"]), fontsize=6)
+        ax.axhline(0.0, color="black", linewidth=0.5)
+        ax.axvline(0.0, color="black", linewidth=0.5)
+        ax.set_title(f"{host} host ({_S}, excess over permutation floor)", fontsize=9)
+        ax.set_xlabel("nHSIC(X, Z) - floor  (lower = more compressed)")
+        ax.set_ylabel("nHSIC(Z, Y) - floor  (relevance)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     return _save(fig, path)
 
 
 def bar_chart(
     results: dict[str, Any], path: pathlib.Path, panels: Sequence[tuple[str, str]] = BAR_PANELS
 ) -> pathlib.Path:
-    """Grouped bars (hosts x arms) of mean accuracy with sample-std error bars, one panel per metric."""
+    """Grouped bars (hosts x non-baseline arms) of the mean paired difference from the baseline, with the
+    95% t interval over seeds as error bars; solid when the interval excludes 0, faded otherwise."""
     plt = _pyplot()
-    hosts, arms = _hosts(results), _arms(results)
-    fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(10, 6.5), dpi=110, squeeze=False)
+    hosts = _hosts(results)
+    arms = [a for a in _arms(results) if any(g["paired"] for g in results["groups"] if g["arm"] == a)]
+    rows = (len(panels) + 2) // 3
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 3.4 * rows), dpi=110, squeeze=False)
     width = 0.8 / max(len(arms), 1)
     for ax, (key, label) in zip(axes.flat, panels, strict=False):
-        top = 0.0
         for j, arm in enumerate(arms):
-            stats = [
-                next(
-                    (
-                        g["metrics"].get(key)
-                        for g in results["groups"]
-                        if g["host"] == host and g["arm"] == arm
-                    ),
-                    None,
-                )
-                for host in hosts
-            ]
-            means = [s["mean"] if s else np.nan for s in stats]
-            stds = [s["std"] if s else 0.0 for s in stats]
             xs = np.arange(len(hosts)) + (j - (len(arms) - 1) / 2) * width
-            ax.bar(xs, means, width, yerr=stds, capsize=3, color=ARM_COLORS.get(arm), label=arm)
-            top = np.nanmax([top, *(np.asarray(means) + np.asarray(stds))])
+            for x, host in zip(xs, hosts, strict=True):
+                group = next((g for g in results["groups"] if g["host"] == host and g["arm"] == arm), None)
+                paired = group["paired"].get(key) if group else None
+                if not paired:
+                    continue
+                mean = paired["mean"]
+                err = None if paired["lo"] is None else [[mean - paired["lo"]], [paired["hi"] - mean]]
+                ax.bar(
+                    x,
+                    mean,
+                    width,
+                    yerr=err,
+                    capsize=3,
+                    color=ARM_COLORS.get(arm),
+                    alpha=1.0 if paired["supported"] else 0.35,
+                )
+        ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(hosts)), hosts)
-        ax.set_title(label, fontsize=9)
-        ax.set_ylim(0, min(1.0, max(0.05, 1.2 * top)))  # small rates (generation) stay readable
+        ax.set_title(f"{label}: arm - baseline", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    if arms:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=ARM_COLORS.get(arm), label=arm) for arm in arms]
+        axes.flat[0].legend(handles=handles, fontsize=8)
+    fig.suptitle(
+        "paired difference from the baseline, 95% t interval over seeds; faded: interval contains 0",
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
@@ -169,7 +199,7 @@ def sweep_curves(
 
 
 def rate_distortion(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
-    """Each (host, arm)'s sweep points in the (nHSIC(X,Z), PSNR) plane: the rate-distortion curve."""
+    """Each (host, arm)'s sweep points in the (excess nHSIC(X,Z), PSNR) plane: the rate-distortion curve."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
     for host in _hosts(results):
@@ -179,21 +209,21 @@ def rate_distortion(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
                 for g in results["groups"]
                 if g["host"] == host
                 and g["arm"] == arm
-                and "eval/nhsic_xz" in g["metrics"]
-                and "validation/reconstruction/psnr" in g["metrics"]
+                and f"{XZ}_flat" in g["metrics"]
+                and PSNR in g["metrics"]
             ]
             if not rows:
                 continue
-            rows.sort(key=lambda g: g["metrics"]["eval/nhsic_xz"]["mean"])
-            xs = [g["metrics"]["eval/nhsic_xz"]["mean"] for g in rows]
-            ys = [g["metrics"]["validation/reconstruction/psnr"]["mean"] for g in rows]
+            rows.sort(key=lambda g: g["metrics"][f"{XZ}_flat"]["mean"])
+            xs = [g["metrics"][f"{XZ}_flat"]["mean"] for g in rows]
+            ys = [g["metrics"][PSNR]["mean"] for g in rows]
             ax.plot(xs, ys, "o-", color=ARM_COLORS.get(arm), label=f"{host}/{arm}")
             for g, x, y in zip(rows, xs, ys, strict=True):
                 ax.annotate(
                     f"{g['value']:g}" if _numeric([g["value"]]) else str(g["value"]), (x, y), fontsize=7
                 )
-    ax.set_xlabel("nHSIC(X, Z) (rate proxy)")
-    ax.set_ylabel("PSNR dB (val)")
+    ax.set_xlabel("nHSIC(X, Z) - permutation floor, flat view (rate proxy)")
+    ax.set_ylabel(f"PSNR dB ({_S})")
     ax.set_title("rate-distortion over the beta sweep (labels: beta)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

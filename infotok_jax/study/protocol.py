@@ -1,12 +1,13 @@
-"""The study protocol: which runs a sweep consists of, their names, config arguments and commands.
+"""The study protocol as data: arms and their variants, sweeps, budgets, and the priority order of slices.
 
-A run is one (host, arm, seed) of the host config at one point of a sweep. A sweep point changes either
-a config argument of `experiments/configs/host.py` (`tokens=64`, `nuisance=1.0`) or a config field
-through a `--config.<field>=<value>` override (`infotok.beta`, `infotok.lambda_c`,
-`infotok.hsic_estimator`). A point whose value equals the config's default adds nothing to the run's
-name, so it IS the main run of that (host, arm, seed): every sweep shares its default point with `main`
-and nothing is trained twice. Runs of the same seed share data order, per-step keys and initialization
-(all derive from `config.seed`), whatever the arm or sweep point.
+A run is one (host, variant, seed) of `experiments/configs/host.py` under one budget. A variant is an arm
+plus settings: config arguments of host.py (`tokens=64`, `nuisance=1.0`) and `--config.<field>=<value>`
+overrides (`infotok.beta=0`, `host.lm_grad_to_tokenizer=1`). A setting equal to the config's default is
+dropped, so a variant at the defaults IS the main run of its (host, arm, seed): `ar-hsic-s0` serves main,
+beta x1, tokens=16, nuisance=0.5 and the "full" HSIC variant, and nothing is trained twice. Run names list
+the remaining settings in one canonical order (`ar-hsic-beta0-lambda_c0-s0`), so the same run planned by
+two sweeps has one name. Runs of one seed share data order, per-step keys and initialization (all derive
+from `config.seed`), whatever the variant.
 """
 
 from __future__ import annotations
@@ -22,52 +23,173 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[2]
 HOST_CONFIG = "experiments/configs/host.py"  # relative to REPO; subprocesses run with cwd=REPO
 HOSTS = ("ar", "masked", "continuous")
-ARMS = ("none", "vib", "hsic")
+ARMS = ("none", "vib", "hsic", "supervised")
+IB_ARMS = ("none", "vib", "hsic")  # baseline and the two InfoTok arms (main, capacity)
+# Name prefix of a field override in run names; also the canonical order of the parts of a name.
+FIELD_SHORT = {
+    "host.lm_grad_to_tokenizer": "lmgrad",
+    "infotok.relevance_target": "y_",
+    "infotok.hsic_estimator": "hsic_",
+    "infotok.beta": "beta",
+    "infotok.lambda_y": "lambda_y",
+    "infotok.lambda_c": "lambda_c",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Times:
+    """A setting relative to the config's default: default x factor (beta sweeps)."""
+
+    factor: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Flip:
+    """A 0/1 gate set to 1 - the config's default (the LM-gradient control of each host)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """An arm and its settings. `args` are host.py config arguments, `fields` dotted config fields;
+    values are literals, `Times(f)` or `Flip()`; `None` keeps the default. `label` names the variant in
+    tables (the run's `value`); without one, the value is the effective setting of `Sweep.key`."""
+
+    arm: str
+    label: str = ""
+    args: tuple[tuple[str, Any], ...] = ()
+    fields: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """A named ablation: one swept setting, its values, and the arms it applies to.
-
-    `kind` is "arg" (a config argument such as `tokens`) or "field" (a dotted config field set with a
-    `--config.` override). A value `None` in `values` means "the config's default"; with `beta_factors`
-    the values are multiples of each arm's default `infotok.beta`.
-    """
+    """A named set of variants; `key` (an arg or field name) makes the runs' value numeric for curves."""
 
     name: str
-    kind: str
-    key: str
-    values: tuple[Any, ...]
-    arms: tuple[str, ...]
-    short: str  # prefix of the value in run names
-    beta_factors: bool = False
+    description: str
+    variants: tuple[Variant, ...]
+    key: str = ""
 
+
+def _values(key: str, values: Sequence[Any], arms: Sequence[str], *, arg: bool) -> tuple[Variant, ...]:
+    return tuple(
+        Variant(arm, args=((key, v),)) if arg else Variant(arm, fields=((key, v),))
+        for arm in arms
+        for v in values
+    )
+
+
+_CONTROLS = (
+    Variant("none", "baseline"),
+    Variant("none", "baseline, LM gradient flipped", fields=(("host.lm_grad_to_tokenizer", Flip()),)),
+    Variant("supervised", "supervised: probe + contrastive"),
+    Variant("supervised", "supervised: probe only", fields=(("infotok.lambda_c", 0.0),)),
+    Variant("supervised", "supervised: contrastive only", fields=(("infotok.lambda_y", 0.0),)),
+    Variant("hsic", "hsic: full"),
+    Variant("hsic", "hsic: compression only", fields=(("infotok.lambda_y", 0.0), ("infotok.lambda_c", 0.0))),
+    Variant("hsic", "hsic: relevance only", fields=(("infotok.beta", 0.0), ("infotok.lambda_c", 0.0))),
+    Variant("hsic", "hsic: consistency only", fields=(("infotok.beta", 0.0), ("infotok.lambda_y", 0.0))),
+    Variant("hsic", "hsic: relevance + consistency", fields=(("infotok.beta", 0.0),)),
+    Variant("hsic", "hsic: privileged Y (attributes)", fields=(("infotok.relevance_target", "attributes"),)),
+    Variant("vib", "vib: full"),
+    Variant("vib", "vib: rate only", fields=(("infotok.lambda_c", 0.0),)),
+    Variant("vib", "vib: consistency only", fields=(("infotok.beta", 0.0),)),
+)
+_CAPACITY = tuple(
+    Variant(arm, f"tokens={t} nuisance={n:g}", args=(("tokens", t), ("nuisance", n)))
+    for arm in IB_ARMS
+    for t in (16, 64)
+    for n in (0.0, 0.5, 1.0)
+)
 
 SWEEPS: dict[str, Sweep] = {
     s.name: s
     for s in (
-        Sweep("main", "arg", "", (None,), ARMS, ""),
-        Sweep("beta", "field", "infotok.beta", (0.1, 1.0, 10.0, 100.0), ("vib", "hsic"), "beta", True),
-        Sweep("tokens", "arg", "tokens", (16, 64), ARMS, "tokens"),
-        Sweep("nuisance", "arg", "nuisance", (0.0, 0.5, 1.0), ARMS, "nuisance"),
-        Sweep("no_consistency", "field", "infotok.lambda_c", (None, 0.0), ("vib", "hsic"), "lambda_c"),
+        Sweep("main", "arms none/vib/hsic at the config defaults", tuple(Variant(a) for a in IB_ARMS)),
         Sweep(
-            "hsic_estimator", "field", "infotok.hsic_estimator", ("biased", "unbiased"), ("hsic",), "hsic_"
+            "controls",
+            "baseline (+ LM gradient flipped), supervised controls, hsic and vib term by term, privileged Y",
+            _CONTROLS,
+        ),
+        Sweep("capacity", "tokens 16/64 x nuisance 0/0.5/1, baseline vs the full arms", _CAPACITY),
+        Sweep(
+            "beta",
+            "infotok.beta x (0.1, 1, 10, 100) of each arm's default (vib, hsic)",
+            _values("infotok.beta", [Times(f) for f in (0.1, 1.0, 10.0, 100.0)], ("vib", "hsic"), arg=False),
+            "infotok.beta",
+        ),
+        Sweep("tokens", "tokens=16 vs 64", _values("tokens", (16, 64), IB_ARMS, arg=True), "tokens"),
+        Sweep(
+            "nuisance",
+            "nuisance=0 / 0.5 / 1",
+            _values("nuisance", (0.0, 0.5, 1.0), IB_ARMS, arg=True),
+            "nuisance",
+        ),
+        Sweep(
+            "no_consistency",
+            "infotok.lambda_c default vs 0 (vib, hsic)",
+            _values("infotok.lambda_c", (None, 0.0), ("vib", "hsic"), arg=False),
+            "infotok.lambda_c",
+        ),
+        Sweep(
+            "hsic_estimator",
+            "infotok.hsic_estimator biased vs unbiased (hsic)",
+            _values("infotok.hsic_estimator", ("biased", "unbiased"), ("hsic",), arg=False),
+            "infotok.hsic_estimator",
         ),
     )
 }
 
 
 @dataclasses.dataclass(frozen=True)
+class Budget:
+    """A study's training budget: config arguments every run gets. Results of different budgets are
+    kept apart (one results folder per study name)."""
+
+    steps: int
+    extra: str
+    description: str
+
+
+BUDGETS: dict[str, Budget] = {
+    # eval_every=steps: the in-training evaluation runs once, at the end (its scores are the ones kept).
+    "cpu600": Budget(600, "batch=32,eval_every=600", "CPU scale: 600 steps at batch 32"),
+    "tiny": Budget(2, "tiny", "smoke test: tiny models, 2 steps"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+    """A unit of work in priority order: one sweep on some hosts over seeds."""
+
+    name: str
+    sweep: str
+    hosts: tuple[str, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+# The issue's order: AR controls and ablations over 3 seeds, the same on continuous and masked, then the
+# capacity sweep, then the main table (at the chosen budget: a separate study name).
+SLICES: tuple[Slice, ...] = (
+    Slice("ar_controls", "controls", ("ar",)),
+    Slice("continuous_controls", "controls", ("continuous",)),
+    Slice("masked_controls", "controls", ("masked",)),
+    Slice("ar_capacity", "capacity", ("ar",)),
+    Slice("continuous_capacity", "capacity", ("continuous",)),
+    Slice("masked_capacity", "capacity", ("masked",)),
+    Slice("main", "main", HOSTS),
+)
+
+
+@dataclasses.dataclass(frozen=True)
 class Run:
     """One training + evaluation job of the study."""
 
-    name: str  # directory name under <root>/runs/
+    name: str  # directory name under <root>/runs/ and file name under the results folder
     host: str
     arm: str
     seed: int
     sweep: str
-    value: Any  # the swept setting's effective value (None for main)
+    value: Any  # the variant's label, the swept setting's effective value, or None for main
     config_arg: str  # everything after `host.py:`
     overrides: tuple[str, ...]  # `--config.<field>=<value>` flags
     steps: int  # the config's num_train_steps: a run is complete when trained this far
@@ -75,30 +197,26 @@ class Run:
     def workdir(self, root: pathlib.Path) -> pathlib.Path:
         return pathlib.Path(root) / "runs" / self.name
 
-    def train_command(self, root: pathlib.Path, python: str = sys.executable) -> list[str]:
-        """The training binary's command line for this run (run it with cwd=REPO)."""
+    def _command(self, module: str, root: pathlib.Path, python: str) -> list[str]:
         return [
             python,
             "-m",
-            "infotok_jax.train",
+            module,
             f"--config={HOST_CONFIG}:{self.config_arg}",
             f"--workdir={self.workdir(root)}",
             *self.overrides,
         ]
+
+    def train_command(self, root: pathlib.Path, python: str = sys.executable) -> list[str]:
+        """The training binary's command line for this run (run it with cwd=REPO)."""
+        return self._command("infotok_jax.train", root, python)
 
     def eval_command(self, root: pathlib.Path, python: str = sys.executable) -> list[str]:
         """The evaluation binary's command line for this run (same config, same workdir)."""
-        return [
-            python,
-            "-m",
-            "infotok_jax.evaluate",
-            f"--config={HOST_CONFIG}:{self.config_arg}",
-            f"--workdir={self.workdir(root)}",
-            *self.overrides,
-        ]
+        return self._command("infotok_jax.evaluate", root, python)
 
     def manifest(self) -> dict[str, Any]:
-        """What aggregation needs to know about the run, written beside it as study_run.json."""
+        """The run's identity, written beside it (study_run.json) and into its result file."""
         return {
             "name": self.name,
             "host": self.host,
@@ -124,6 +242,11 @@ def _host_config_module():
 def _default_field(config_arg: str, field: str) -> Any:
     config = _host_config_module().get_config(config_arg)
     for part in field.split("."):
+        if part not in config:
+            raise ValueError(
+                f"config field {field!r} does not exist in {HOST_CONFIG}:{config_arg}; the sweep needs a "
+                "config that has it (is the code that adds it in this checkout?)"
+            )
         config = config[part]
     return config
 
@@ -142,6 +265,18 @@ def _join_args(*parts: str) -> str:
     return ",".join(p for p in parts if p)
 
 
+def _resolve(raw: Any, default: Any) -> Any:
+    if raw is None:
+        return default
+    if isinstance(raw, Times):
+        return float(_fmt(default * raw.factor))
+    if isinstance(raw, Flip):
+        return type(default)(1 - default)
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return raw
+    return type(default)(raw)
+
+
 def plan(
     sweep_name: str,
     hosts: Sequence[str],
@@ -150,7 +285,8 @@ def plan(
     steps: int | None,
     extra: str = "",
 ) -> list[Run]:
-    """The runs of `sweep_name` for these hosts, arms (intersected with the sweep's) and seeds.
+    """The runs of `sweep_name` for these hosts, arms (intersected with the sweep's) and seeds, ordered
+    host, variant, seed.
 
     `steps` sets the config argument `steps=` (None keeps the config's); `extra` is appended to every
     config argument string (e.g. "tiny"). Raises ValueError naming a bad host, arm or sweep.
@@ -164,37 +300,62 @@ def plan(
     sweep = SWEEPS[sweep_name]
     runs = []
     for host in hosts:
-        for arm in [a for a in arms if a in sweep.arms]:
-            for raw in sweep.values:
-                for seed in seeds:
-                    base = _join_args(
-                        f"host={host}",
-                        f"arm={arm}",
-                        f"seed={seed}",
-                        f"steps={steps}" if steps is not None else "",
-                        extra,
-                    )
-                    runs.append(_make_run(sweep, host, arm, seed, raw, base))
+        for variant in (v for v in sweep.variants if v.arm in arms):
+            for seed in seeds:
+                base = _join_args(
+                    f"host={host}",
+                    f"arm={variant.arm}",
+                    f"seed={seed}",
+                    f"steps={steps}" if steps is not None else "",
+                    extra,
+                )
+                runs.append(_make_run(sweep, variant, host, seed, base))
     return runs
 
 
-def _make_run(sweep: Sweep, host: str, arm: str, seed: int, raw: Any, base: str) -> Run:
-    name = f"{host}-{arm}"
-    config_arg, overrides, value = base, (), None
-    if sweep.kind == "arg" and sweep.key:
-        default = _default_arg(base, sweep.key)
-        value = default if raw is None else type(default)(raw)
+def _make_run(sweep: Sweep, variant: Variant, host: str, seed: int, base: str) -> Run:
+    settings: dict[str, Any] = {}  # every setting of the variant, effective value
+    name_args, name_fields = {}, {}  # the settings that differ from the defaults
+    for key, raw in variant.args:
+        default = _default_arg(base, key)
+        settings[key] = value = _resolve(raw, default)
         if value != default:
-            config_arg = _join_args(base, f"{sweep.key}={_fmt(value)}")
-            name += f"-{sweep.short}{_fmt(value)}"
-    elif sweep.kind == "field":
-        default = _default_field(base, sweep.key)
-        if sweep.beta_factors:
-            value = float(_fmt(default * raw))
-        else:
-            value = default if raw is None else raw
+            name_args[key] = value
+    args = sorted(name_args.items(), key=_arg_rank)
+    config_arg = _join_args(base, *(f"{k}={_fmt(v)}" for k, v in args))
+    for field, raw in variant.fields:
+        default = _default_field(config_arg, field)
+        settings[field] = value = _resolve(raw, default)
         if value != default:
-            overrides = (f"--config.{sweep.key}={_fmt(value)}",)
-            name += f"-{sweep.short}{_fmt(value)}"
+            name_fields[field] = value
+    fields = sorted(name_fields.items(), key=_field_rank)
+    overrides = tuple(f"--config.{f}={_fmt(v)}" for f, v in fields)
+    parts = [f"{k}{_fmt(v)}" for k, v in args]
+    parts += [f"{FIELD_SHORT.get(f, f.rsplit('.', 1)[-1])}{_fmt(v)}" for f, v in fields]
+    name = "-".join([host, variant.arm, *parts, f"s{seed}"])
+    value = variant.label or (settings.get(sweep.key) if sweep.key else None)
     steps = int(_default_field(config_arg, "num_train_steps"))
-    return Run(f"{name}-s{seed}", host, arm, seed, sweep.name, value, config_arg, overrides, steps)
+    return Run(name, host, variant.arm, seed, sweep.name, value, config_arg, overrides, steps)
+
+
+def _arg_rank(item: tuple[str, Any]) -> int:
+    return list(_host_config_module().ARGS).index(item[0])
+
+
+def _field_rank(item: tuple[str, Any]) -> tuple[int, str]:
+    order = list(FIELD_SHORT)
+    return (order.index(item[0]) if item[0] in order else len(order), item[0])
+
+
+def plan_slice(slice_: Slice, budget: Budget) -> list[Run]:
+    """The runs of one slice under `budget`, seed-major (every variant of seed 0 first, so a slice cut
+    short still holds complete paired sets of seeds)."""
+    runs = plan(slice_.sweep, slice_.hosts, ARMS, slice_.seeds, budget.steps, budget.extra)
+    return sorted(runs, key=lambda r: slice_.seeds.index(r.seed))
+
+
+def slice_by_name(name: str) -> Slice:
+    for s in SLICES:
+        if s.name == name:
+            return s
+    raise ValueError(f"--slice={name!r} is unknown; choose one of {', '.join(s.name for s in SLICES)}")

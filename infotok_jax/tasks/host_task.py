@@ -14,14 +14,6 @@ import ml_collections
 from infotok_jax import infotok
 from infotok_jax.mllm import hosts
 from infotok_jax.tasks import base
-from infotok_jax.training.config_checks import ConfigError
-
-_LENGTH_FIELDS = (
-    ("max_caption_len", "caption_length"),
-    ("max_question_len", "question_length"),
-    ("max_answer_len", "answer_length"),
-    ("text_vocab_size", "text_vocab_size"),
-)
 
 
 class HostTask(base.ExperimentTask):
@@ -31,39 +23,28 @@ class HostTask(base.ExperimentTask):
         base.validate_as_config_error("host", lambda: hosts.validate_host_config(config.host))
         quantizer = config.host.tokenizer.quantizer
         base.validate_as_config_error("infotok", lambda: infotok.validate(config.infotok, quantizer))
-        if config.data.image_size != config.host.tokenizer.image_size:
-            raise ConfigError(
-                f"config.host.tokenizer.image_size={config.host.tokenizer.image_size} must equal "
-                f"config.data.image_size={config.data.image_size}"
-            )
-        for host_field, data_field in _LENGTH_FIELDS:
-            if config.host[host_field] != config.data[data_field]:
-                raise ConfigError(
-                    f"config.host.{host_field}={config.host[host_field]} must equal "
-                    f"config.data.{data_field}={config.data[data_field]}"
-                )
+        base.check_relevance_target(config)
         self.config = config
+        self.tokenizer_config = config.host.tokenizer
         self.model = hosts.build_host(config.host)
 
     def init_variables(self, rng, batch):
-        del batch
-        return dict(hosts.init_variables(self.model, rng))
+        return self.add_controls(dict(hosts.init_variables(self.model, rng)), rng, batch)
 
     def loss(self, params, mutable, batch, rng, step):
         sample_rng, revive_rng = jax.random.split(rng)
         (host_loss, metrics, tokenizer_out), new_mutable = self.model.apply(
-            {"params": params, **mutable},
+            {"params": self.model_params(params), **mutable},
             batch,
             train=True,
             rngs={"sample": sample_rng, "revive": revive_rng},
             mutable=list(mutable),
         )
-        regularizer, ib_metrics = infotok.regularizer(
-            self.config.infotok, **self.infotok_views(batch, tokenizer_out), step=step
-        )
+        regularizer, ib_metrics = self.regularizer(params, batch, tokenizer_out, step)
         return host_loss + regularizer, ({**metrics, **ib_metrics}, dict(new_mutable))
 
     def eval_metrics(self, variables, batch, rng):
+        variables = {**variables, "params": self.model_params(variables["params"])}
         _, metrics, tokenizer_out = self.model.apply(variables, batch, train=False)
         metrics = dict(metrics)
         if "recon" in tokenizer_out:
@@ -74,6 +55,7 @@ class HostTask(base.ExperimentTask):
         return metrics
 
     def visualize(self, variables, batch):
+        variables = {**variables, "params": self.model_params(variables["params"])}
         captions = batch["caption_tokens"][:8]
         generated = hosts.generate(self.model, variables, captions, jax.random.key(0))["images"]
         images = batch["image"][:8]

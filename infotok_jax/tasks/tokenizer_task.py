@@ -14,7 +14,6 @@ import ml_collections
 
 from infotok_jax import infotok, tokenizer
 from infotok_jax.tasks import base
-from infotok_jax.training.config_checks import ConfigError
 
 
 class TokenizerTask(base.ExperimentTask):
@@ -25,22 +24,18 @@ class TokenizerTask(base.ExperimentTask):
         base.validate_as_config_error(
             "infotok", lambda: infotok.validate(config.infotok, config.model.quantizer)
         )
-        if config.data.image_size != config.model.image_size:
-            raise ConfigError(
-                f"config.model.image_size={config.model.image_size} must equal "
-                f"config.data.image_size={config.data.image_size}"
-            )
+        base.check_relevance_target(config)
         self.config = config
+        self.tokenizer_config = config.model
         self.model = tokenizer.SharedTokenizer(config.model)
 
     def init_variables(self, rng, batch):
-        del batch
-        return dict(tokenizer.init_variables(self.model, rng))
+        return self.add_controls(dict(tokenizer.init_variables(self.model, rng)), rng, batch)
 
     def loss(self, params, mutable, batch, rng, step):
         sample_rng, revive_rng = jax.random.split(rng)
         out, new_mutable = self.model.apply(
-            {"params": params, **mutable},
+            {"params": self.model_params(params), **mutable},
             batch["image"],
             train=True,
             rngs={"sample": sample_rng, "revive": revive_rng},
@@ -48,9 +43,7 @@ class TokenizerTask(base.ExperimentTask):
         )
         reconstruction = jnp.mean(jnp.square(out["recon"] - batch["image"]))
         tokenizer_losses = sum(out["losses"].values(), jnp.zeros((), jnp.float32))
-        regularizer, ib_metrics = infotok.regularizer(
-            self.config.infotok, **self.infotok_views(batch, out), step=step
-        )
+        regularizer, ib_metrics = self.regularizer(params, batch, out, step)
         loss = reconstruction + tokenizer_losses + regularizer
         metrics = {
             "reconstruction_mse": reconstruction,
@@ -61,6 +54,7 @@ class TokenizerTask(base.ExperimentTask):
         return loss, (metrics, dict(new_mutable))
 
     def eval_metrics(self, variables, batch, rng):
+        variables = {**variables, "params": self.model_params(variables["params"])}
         out = self.model.apply(variables, batch["image"], train=False, rngs={"sample": rng})
         metrics = {
             "psnr": base.psnr(out["recon"], batch["image"]),
@@ -71,6 +65,7 @@ class TokenizerTask(base.ExperimentTask):
         return metrics
 
     def visualize(self, variables, batch):
+        variables = {**variables, "params": self.model_params(variables["params"])}
         images = batch["image"][:16]
         recon = self.model.apply(variables, images, train=False, rngs={"sample": jax.random.key(0)})["recon"]
         return {"reconstructions": jnp.stack([images, jnp.clip(recon, 0.0, 1.0)])}

@@ -6,6 +6,10 @@ mid-save leaves the previous complete step as `latest_step()`; leftover tmp dire
 the manager opens. Restores go through an abstract state carrying the *current* mesh's shardings, so a
 checkpoint written on 8 devices restores onto 4.
 
+The workdir may be local or gs:// (`infotok_jax.storage`): orbax gets a gs:// path as it is (tensorstore
+writes the arrays, epath/gcsfs the small files) and on a bucket commits a step with a
+`commit_success.txt` object instead of a rename; a local relative path is made absolute for it.
+
 The experiment config is written to `<workdir>/config.json` on the first start. A later start with a
 config that differs in anything but the fields in `RESUMABLE_FIELDS` is refused before anything is
 written, so a workdir holding good checkpoints is never overwritten by an incompatible run.
@@ -14,14 +18,14 @@ written, so a workdir holding good checkpoints is never overwritten by an incomp
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
+
+from infotok_jax import storage
 
 PyTree = Any
 
@@ -34,10 +38,9 @@ RESUMABLE_FIELDS = frozenset(
         "checkpoint_every_steps",
         "keep_checkpoints",
         "num_eval_batches",
-        "image_every_steps",
-        "fail_on_nan",
         "mesh_shape",
-        "profile",
+        "logical_axis_rules",
+        "evaluation",  # read by the evaluation binary only
     }
 )
 
@@ -76,20 +79,17 @@ def incompatible_fields(saved: dict, current: dict) -> list[str]:
     ]
 
 
-def write_atomically(path: pathlib.Path, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_atomically(path: epath.PathLike, text: str) -> None:
+    """Writes `text` to `path` whole or not at all (local: temporary file and rename; gs://: one upload)."""
+    storage.write_text_atomic(path, text)
 
 
-def check_or_record_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def check_or_record_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
     """Refuses a workdir whose recorded config is incompatible; records the config on first use.
 
     Only process 0 writes. Raises IncompatibleWorkdirError naming the differing fields.
     """
-    path = workdir / "config.json"
+    path = epath.Path(workdir) / "config.json"
     current = json.loads(config_to_json(config))
     if path.exists():
         saved = json.loads(path.read_text())
@@ -107,7 +107,7 @@ def check_or_record_config(workdir: pathlib.Path, config: ml_collections.ConfigD
 class Checkpointer:
     """Thin wrapper over `ocp.CheckpointManager` with this project's three checkpoint items."""
 
-    def __init__(self, directory: pathlib.Path, keep: int, async_save: bool = True):
+    def __init__(self, directory: epath.PathLike, keep: int, async_save: bool = True):
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             create=True,
@@ -115,7 +115,7 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
         )
         # orbax's tensorstore backend rejects relative paths; `--workdir=runs/x` must still work.
-        directory = pathlib.Path(directory).absolute()
+        directory = storage.as_path(directory)
         self._manager = ocp.CheckpointManager(directory, item_names=_ITEMS, options=options)
 
     def latest_step(self) -> int | None:
@@ -147,6 +147,25 @@ class Checkpointer:
             ),
         )
         return restored["state"], restored["data"], restored["meta"]
+
+    def restore_variables(self, step: int, abstract_variables: dict[str, PyTree]) -> dict[str, PyTree]:
+        """Restores only the model variables of `step` ({"params", mutable collections}): no optimizer
+        state is read, so an evaluator needs neither the optimizer nor the train step."""
+        target = {
+            "params": abstract_variables["params"],
+            "mutable": {k: v for k, v in abstract_variables.items() if k != "params"},
+        }
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=target,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                    partial_restore=True,
+                )
+            ),
+        )["state"]
+        return {"params": restored["params"], **restored["mutable"]}
 
     def reached_preemption(self, step: int) -> bool:
         """True when the multi-host preemption sync point is reached (always False on one process)."""

@@ -7,12 +7,13 @@ what to change.
 from __future__ import annotations
 
 import os
-import pathlib
 
 import jax
 import ml_collections
+from etils import epath
 
 from infotok_jax import sharding as sharding_lib
+from infotok_jax import storage
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,8 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
         sharding_lib.fill_mesh_shape(config.mesh_shape, jax.device_count())
     except ValueError as e:
         raise ConfigError(f"config.mesh_shape: {e}") from None
+    if config.get("data") is not None and "data_dir" in config.data:
+        check_local_data_dir(config.data.data_dir)
 
 
 def check_batch_divisibility(global_batch_size: int, mesh, field: str = "data.global_batch_size") -> None:
@@ -58,14 +61,41 @@ def check_batch_divisibility(global_batch_size: int, mesh, field: str = "data.gl
     )
 
 
-def check_workdir_writable(workdir: pathlib.Path) -> None:
-    """Creates the workdir if needed and proves it is writable, or raises ConfigError."""
+def check_local_data_dir(data_dir: str, field: str = "data.data_dir") -> None:
+    """A gs:// (or other URI) data dir is refused: array_record files are read by local path."""
+    _require(
+        not storage.is_remote(data_dir),
+        field,
+        f"{data_dir} is not a local path. Datasets are array_record files read with random access from a "
+        "local (or mounted) directory: mount the bucket with gcsfuse (gcsfuse --implicit-dirs BUCKET "
+        "/mnt/BUCKET) and set TFDS_DATA_DIR or config.data.data_dir to the mount point (docs/training.md, "
+        "Storage)",
+    )
+
+
+def check_workdir_writable(workdir: epath.PathLike) -> None:
+    """Creates the workdir if needed and proves it is writable, or raises ConfigError.
+
+    A local path or gs://bucket/path (through etils.epath and gcsfs; nothing is created on local disk
+    for a gs:// workdir).
+    """
+    missing = storage.missing_remote_support(workdir)
+    if missing:
+        raise ConfigError(f"--workdir {workdir}: {missing}")
+    path = epath.Path(workdir)
+    probe = path / f".write_probe_{os.getpid()}"
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_probe_{os.getpid()}"
+        path.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
         raise ConfigError(
-            f"--workdir {workdir} is not writable ({e.strerror}); choose another directory"
+            f"--workdir {workdir} is not writable ({e.strerror or e}); choose another directory"
+        ) from None
+    except Exception as e:  # gcsfs / google-auth errors on a bucket (credentials, missing bucket)
+        if not storage.is_remote(workdir):
+            raise
+        raise ConfigError(
+            f"--workdir {workdir} is not writable ({type(e).__name__}: {e}); check that the bucket exists "
+            "and that this machine's credentials may write to it (gcloud auth application-default login)"
         ) from None

@@ -1,11 +1,15 @@
-"""PNG outputs of a run: image grids (inputs vs reconstructions / generations) and the information plane."""
+"""PNG outputs of a run: image grids (inputs vs reconstructions / generations) and the information plane.
+
+Paths may be local or gs:// (`etils.epath`): PIL and matplotlib write into an opened file object, which
+on a bucket is uploaded when it is closed.
+"""
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -25,20 +29,22 @@ def image_grid(
     return (canvas * 255).round().astype(np.uint8)
 
 
-def save_image_grid(path: pathlib.Path, rows_RxBxHxWx3: np.ndarray, **kwargs) -> pathlib.Path:
+def save_image_grid(path: epath.PathLike, rows_RxBxHxWx3: np.ndarray, **kwargs) -> epath.Path:
     """Writes `image_grid(...)` as a PNG and returns the path."""
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(rows_RxBxHxWx3, **kwargs)).save(path)
+    with path.open("wb") as f:
+        Image.fromarray(image_grid(rows_RxBxHxWx3, **kwargs)).save(f, format="PNG")
     return path
 
 
 def save_information_plane(
-    path: pathlib.Path,
+    path: epath.PathLike,
     curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
     x_label: str,
     y_label: str,
     title: str = "Information plane",
-) -> pathlib.Path:
+) -> epath.Path:
     """Plots compression (x) against relevance (y) over training, one curve per arm, colored by step.
 
     `curves` maps an arm name to (steps, compression values, relevance values).
@@ -66,7 +72,9 @@ def save_information_plane(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
     return path

@@ -2,37 +2,124 @@
 
 Only process 0 writes files; every process logs through absl. `clu.metric_writers` would need TensorFlow,
 so TensorBoard events are written with tensorboardX.
+
+On a gs:// workdir (objects cannot be appended to): `metrics.jsonl` is kept in memory and the whole
+object is uploaded again at most every `sync_every_secs` seconds, on `flush()` and on `close()`;
+TensorBoard events are written by tensorboardX into a local temporary directory and their files are
+uploaded through epath on the same schedule (tensorboardX's own gs:// writer uploads again from `__del__`
+after `close()`, which blocks an exiting process for minutes when the bucket is unreachable). A run
+killed with SIGKILL therefore loses at most the last `sync_every_secs` of metrics on a bucket.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
+
+from infotok_jax import storage
 
 
 def _to_float(value) -> float:
     return float(np.asarray(value))
 
 
-class MetricWriter:
-    """Writes scalar metrics to `<workdir>/metrics.jsonl` and TensorBoard event files on host 0."""
+class _JsonlFile:
+    """Appends lines to a local file (line-buffered) or to a gs:// object (rewritten on flush)."""
 
-    def __init__(self, workdir: pathlib.Path, enabled: bool | None = None):
+    def __init__(self, path: epath.Path):
+        self._path = path
+        self._remote = storage.is_remote(path)
+        if self._remote:
+            self._text = path.read_text() if path.exists() else ""
+            if self._text and not self._text.endswith("\n"):
+                self._text += "\n"
+            self._dirty = False
+        else:
+            self._file = open(path, "a", buffering=1)  # noqa: SIM115
+
+    def write(self, line: str) -> None:
+        if self._remote:
+            self._text, self._dirty = self._text + line, True
+        else:
+            self._file.write(line)
+
+    def flush(self) -> None:
+        if not self._remote:
+            self._file.flush()
+        elif self._dirty:
+            self._path.write_text(self._text)
+            self._dirty = False
+
+    def close(self) -> None:
+        self.flush()
+        if not self._remote:
+            self._file.close()
+
+
+class _TensorBoard:
+    """tensorboardX events in `directory`; for a gs:// directory, written locally and uploaded on flush."""
+
+    def __init__(self, directory: epath.Path, flush_secs: float):
+        from tensorboardX import SummaryWriter
+
+        self._remote = directory if storage.is_remote(directory) else None
+        self._local = tempfile.mkdtemp(prefix="infotok_tensorboard_") if self._remote else str(directory)
+        # Event files are named by the second and the host: a random suffix keeps a restart within the
+        # same second from replacing the previous session's file.
+        suffix = f".{uuid.uuid4().hex[:8]}"
+        self._writer = SummaryWriter(self._local, flush_secs=flush_secs, filename_suffix=suffix)
+
+    def add_scalar(self, name: str, value: float, step: int) -> None:
+        self._writer.add_scalar(name, value, step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+        if self._remote:
+            self._remote.mkdir(parents=True, exist_ok=True)
+            for name in sorted(os.listdir(self._local)):
+                epath.Path(self._local, name).copy(self._remote / name, overwrite=True)
+
+    def close(self) -> None:
+        self._writer.close()
+        if self._remote:
+            self.flush()
+            shutil.rmtree(self._local, ignore_errors=True)
+
+
+class MetricWriter:
+    """Writes scalar metrics to `<workdir>/metrics.jsonl` and TensorBoard event files on host 0.
+
+    `workdir` may be local or gs://; see the module docstring for when a bucket sees the records.
+    """
+
+    def __init__(
+        self,
+        workdir: epath.PathLike,
+        enabled: bool | None = None,
+        sync_every_secs: float = 30.0,
+        tb_flush_secs: float = 120.0,
+    ):
         self._enabled = jax.process_index() == 0 if enabled is None else enabled
+        self._remote = storage.is_remote(workdir)
+        self._sync_every = sync_every_secs
+        self._last_sync = time.monotonic()
         self._jsonl = None
         self._tb = None
         if self._enabled:
-            self._jsonl = open(workdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+            workdir = epath.Path(workdir)
+            self._jsonl = _JsonlFile(workdir / "metrics.jsonl")
+            self._tb = _TensorBoard(workdir / "tensorboard", tb_flush_secs)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         values = {k: _to_float(v) for k, v in scalars.items()}
@@ -41,11 +128,14 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
         for name, value in values.items():
             self._tb.add_scalar(name, value, int(step))
+        if self._remote and time.monotonic() - self._last_sync >= self._sync_every:
+            self.flush()
 
     def flush(self) -> None:
         if self._enabled:
             self._jsonl.flush()
             self._tb.flush()
+            self._last_sync = time.monotonic()
 
     def close(self) -> None:
         if self._enabled:
@@ -53,10 +143,10 @@ class MetricWriter:
             self._tb.close()
 
 
-def read_metrics(workdir: pathlib.Path) -> dict[int, dict[str, float]]:
+def read_metrics(workdir: epath.PathLike) -> dict[int, dict[str, float]]:
     """Reads metrics.jsonl; a step written twice (a resumed run) keeps its last record."""
     records: dict[int, dict[str, float]] = {}
-    path = pathlib.Path(workdir) / "metrics.jsonl"
+    path = epath.Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return records
     for line in path.read_text().splitlines():

@@ -1,7 +1,9 @@
 """The interface between the generic training loop and a model family (tokenizer, MLLM hosts).
 
 A task owns its model, its loss and its data; the loop owns sharding, optimization, checkpoints and
-reporting. Everything a task returns from `loss` is traced inside the one jitted train step.
+reporting. Binaries build the task (`infotok_jax.tasks.build_task`) and hand it to the loop. Everything a
+task returns from `loss`, `eval_metrics` and `visualize` is traced inside jitted functions that every
+process runs on global arrays.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class Task(Protocol):
 
     config: ml_collections.ConfigDict
 
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """Global shapes and dtypes of one training batch, without reading data."""
+
     def train_iterator(self, mesh: Mesh) -> DataIterator:
         """Training batches as global arrays sharded over the mesh's batch axes."""
 
@@ -54,7 +59,10 @@ class Task(Protocol):
         """Per-batch scalar metrics (averaged over batches by the loop)."""
 
     def visualize(self, variables: dict[str, PyTree], batch: Batch) -> dict[str, jax.Array]:
-        """Images to write as PNG grids: name -> (rows, B, H, W, 3) float array in [0, 1]."""
+        """Images to write as PNG grids: name -> (rows, B, H, W, 3) float array in [0, 1].
+
+        Traced and run by every process on the global batch (it may contain collectives); only process 0
+        writes the result."""
 
     def information_plane_keys(self) -> tuple[str, str]:
         """Metric names (compression, relevance) for the information-plane plot."""

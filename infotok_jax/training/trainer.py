@@ -1,7 +1,11 @@
 """The generic training loop: sharded state, one jitted step, checkpoints, evaluation and reports.
 
-Resume order (first that applies): the latest complete checkpoint in `<workdir>/checkpoints`, then
-`config.init_from` (parameters only, from another run's checkpoint directory), then scratch.
+The binary builds the task and hands it in. Resume order (first that applies): the latest complete
+checkpoint in `<workdir>/checkpoints`, then `config.init_from` (parameters only, from another run's
+checkpoint directory), then scratch.
+
+Every process runs every jitted computation (train step, evaluation, visualization) on global arrays;
+only process 0 writes files. The workdir may be local or `gs://` (paths go through `etils.epath`).
 
 Failure behaviour: a non-finite loss or gradient stops the run with the step range named and no further
 checkpoint written; SIGTERM (or a multi-host preemption notice) saves the current step and returns
@@ -10,18 +14,18 @@ normally; an incompatible config never touches an existing workdir.
 
 from __future__ import annotations
 
-import pathlib
 import signal
 import time
-from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
+from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
-from infotok_jax.training import checkpointing, config_checks, plots, reporting
+from infotok_jax.training import checkpointing, config_checks, plots, reporting, timing
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
@@ -50,7 +54,7 @@ class _SigtermFlag:
 
 def _restore_params_only(init_from: str, abstract_state, state):
     """Replaces the parameters of `state` with those of the latest checkpoint under `init_from`."""
-    source = checkpointing.Checkpointer(pathlib.Path(init_from), keep=1, async_save=False)
+    source = checkpointing.Checkpointer(epath.Path(init_from), keep=1, async_save=False)
     step = source.latest_step()
     if step is None:
         raise config_checks.ConfigError(f"config.init_from: no checkpoint found under {init_from}")
@@ -60,47 +64,74 @@ def _restore_params_only(init_from: str, abstract_state, state):
     return state.replace(params=restored.params)
 
 
-def _evaluate(task: Task, state, mesh, num_batches: int, seed: int) -> tuple[dict[str, float], Any]:
-    sums: dict[str, float] = {}
-    count = 0
-    first_batch = None
-    eval_fn = jax.jit(task.eval_metrics)
-    for i, batch in enumerate(task.eval_iterator(mesh)):
-        if i >= num_batches:
-            break
-        first_batch = batch if first_batch is None else first_batch
-        metrics = jax.device_get(eval_fn(state.variables(), batch, jax.random.key(seed + i)))
-        for k, v in metrics.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        count += 1
-    return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}, first_batch
+class _Evaluator:
+    """The task's evaluation metrics and pictures, jitted once with replicated outputs.
+
+    Every process runs both functions on the same global batches; replicated outputs can be read on any
+    process, and only process 0 writes the pictures.
+    """
+
+    def __init__(self, task: Task, mesh, config: ml_collections.ConfigDict):
+        replicated = sharding_lib.replicated(mesh)
+        self._task, self._config = task, config
+        self._metrics_fn = distributed.CompiledTogether(
+            jax.jit(task.eval_metrics, out_shardings=replicated), "eval_metrics"
+        )
+        self._visualize_fn = distributed.CompiledTogether(
+            jax.jit(task.visualize, out_shardings=replicated), "visualize"
+        )
+
+    def __call__(self, state, mesh, step: int, workdir: epath.Path) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        count = 0
+        first_batch = None
+        variables = state.variables()
+        for i, batch in enumerate(self._task.eval_iterator(mesh)):
+            if i >= self._config.num_eval_batches:
+                break
+            first_batch = batch if first_batch is None else first_batch
+            metrics = jax.device_get(
+                self._metrics_fn(variables, batch, jax.random.key(self._config.seed + i))
+            )
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+        if first_batch is not None:
+            pictures = jax.device_get(self._visualize_fn(variables, first_batch))
+            if jax.process_index() == 0:
+                for name, rows in pictures.items():
+                    plots.save_image_grid(workdir / "images" / f"{name}_step{step:06d}.png", rows)
+        return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *, compile_only: bool = False
+    config: ml_collections.ConfigDict,
+    task: Task,
+    workdir: epath.PathLike,
+    *,
+    compile_only: bool = False,
+    started_at: float | None = None,
 ) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming if possible); returns the final evaluation metrics."""
-    from infotok_jax import tasks  # tasks import models; keep the loop importable on its own
+    """Trains `task` as configured by `config` in `workdir` (resuming if possible).
 
-    workdir = pathlib.Path(workdir)
+    Returns the final evaluation metrics. `started_at` (time.time() at process start) lets the start-up
+    time in `timing.json` include what ran before this call.
+    """
+    workdir = epath.Path(workdir)
     config_checks.check_training_config(config)
-    task = tasks.build_task(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape)
-    abstract_batch = task.abstract_batch()
-    config_checks.check_batch_divisibility(next(iter(abstract_batch.values())).shape[0], mesh)
+    step_setup = train_state_lib.setup(task, config, mesh)
     config_checks.check_workdir_writable(workdir)
     checkpointing.check_or_record_config(workdir, config)
-
-    init_rng = jax.random.key(config.seed)
-    step_setup = train_state_lib.setup(task, config, mesh)
-    with sharding_lib.logical_sharding(mesh):
-        return _run(task, config, workdir, mesh, step_setup, init_rng, compile_only)
+    timer = timing.StageTimer(started_at)
+    with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
+        return _run(task, config, workdir, mesh, step_setup, timer, compile_only)
 
 
-def _run(task, config, workdir, mesh, step_setup, init_rng, compile_only) -> dict[str, float]:
+def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[str, float]:
     """The body of `train_and_evaluate`, traced and run inside the logical sharding context."""
     abstract_state, abstract_batch = step_setup.abstract_state, step_setup.abstract_batch
-    train_step = step_setup.train_step
+    train_step = distributed.CompiledTogether(step_setup.train_step, "train_step")
     if compile_only:
         compiled = train_step.lower(abstract_state, abstract_batch).compile()
         memory = compiled.memory_analysis()
@@ -116,12 +147,13 @@ def _run(task, config, workdir, mesh, step_setup, init_rng, compile_only) -> dic
         logging.info("Resumed from %s at step %d", workdir / "checkpoints", latest)
     else:
         state = train_state_lib.create_sharded_state(
-            task, step_setup.tx, step_setup.state_shardings, init_rng, abstract_batch
+            task, step_setup.tx, step_setup.state_shardings, jax.random.key(config.seed), abstract_batch
         )
         if config.get("init_from"):
             state = _restore_params_only(config.init_from, abstract_state, state)
     start_step = int(jax.device_get(state.step))
 
+    evaluate = _Evaluator(task, mesh, config)
     writer = reporting.MetricWriter(workdir)
     progress = reporting.ProgressReporter(config.num_train_steps, config.log_every_steps)
     sigterm = _SigtermFlag()
@@ -144,10 +176,18 @@ def _run(task, config, workdir, mesh, step_setup, init_rng, compile_only) -> dic
 
     final_metrics: dict[str, float] = {}
     pending = None
+    timer.end_startup()
+    train_start = time.perf_counter()
     try:
         for step in range(start_step, config.num_train_steps):
             batch = next(train_iter)
-            state, metrics = train_step(state, batch)
+            if step == start_step:
+                with timer.stage("compile_s"):
+                    state, metrics = train_step(state, batch)
+                    jax.block_until_ready(metrics)
+                train_start = time.perf_counter()
+            else:
+                state, metrics = train_step(state, batch)
             if pending is not None:
                 record(*pending)
             pending = (step + 1, metrics)
@@ -157,8 +197,9 @@ def _run(task, config, workdir, mesh, step_setup, init_rng, compile_only) -> dic
             if completed % config.checkpoint_every_steps == 0 or is_last or preempted:
                 record(*pending)
                 pending = None
-                meta = {"step": completed, "time": time.time()}
-                checkpointer.save(completed, state, train_iter.get_state(), meta)
+                with timer.stage("checkpoint_s"):
+                    meta = {"step": completed, "time": time.time()}
+                    checkpointer.save(completed, state, train_iter.get_state(), meta)
                 last_checkpoint = completed
             if preempted:
                 logging.warning("Stopped at step %d after saving a checkpoint (preemption).", completed)
@@ -167,26 +208,28 @@ def _run(task, config, workdir, mesh, step_setup, init_rng, compile_only) -> dic
                 if pending is not None:
                     record(*pending)
                     pending = None
-                eval_metrics, eval_batch = _evaluate(task, state, mesh, config.num_eval_batches, config.seed)
-                writer.write_scalars(completed, eval_metrics)
-                final_metrics = eval_metrics
-                if eval_batch is not None and jax.process_index() == 0:
-                    for name, rows in jax.device_get(task.visualize(state.variables(), eval_batch)).items():
-                        plots.save_image_grid(workdir / "images" / f"{name}_step{completed:06d}.png", rows)
+                with timer.stage("eval_s"):
+                    final_metrics = evaluate(state, mesh, completed, workdir)
+                writer.write_scalars(completed, final_metrics)
         if pending is not None:
             record(*pending)
     finally:
-        checkpointer.wait_until_finished()
-        checkpointer.close()
+        with timer.stage("checkpoint_s"):
+            checkpointer.wait_until_finished()
+            checkpointer.close()
         writer.close()
         sigterm.restore()
+    elapsed = time.perf_counter() - train_start
+    timer.seconds["train_s"] += max(elapsed - timer.seconds["eval_s"] - timer.seconds["checkpoint_s"], 0.0)
 
-    if jax.process_index() == 0 and int(jax.device_get(state.step)) == config.num_train_steps:
-        _plot_information_plane(task, workdir)
+    if jax.process_index() == 0:
+        timer.write(workdir)
+        if int(jax.device_get(state.step)) == config.num_train_steps:
+            _plot_information_plane(task, workdir)
     return final_metrics
 
 
-def _plot_information_plane(task: Task, workdir: pathlib.Path) -> None:
+def _plot_information_plane(task: Task, workdir: epath.Path) -> None:
     x_key, y_key = task.information_plane_keys()
     history = reporting.read_metrics(workdir)
     steps = [s for s in sorted(history) if x_key in history[s] and y_key in history[s]]

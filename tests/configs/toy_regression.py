@@ -13,7 +13,7 @@ from infotok_jax.training import optimizer
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = dict(kv.split("=") for kv in arg.split(",")) if arg else {}
     config = ml_collections.ConfigDict()
-    config.task = "toy_regression"  # task registry name
+    config.task = "tests.toy_task:ToyRegressionTask"  # a task class outside the package, by import path
     config.seed = 0  # base seed: init and per-step keys derive from it
     config.num_train_steps = int(args.get("steps", 20))  # total optimizer steps
     config.log_every_steps = 1  # metrics to JSONL/TensorBoard every step

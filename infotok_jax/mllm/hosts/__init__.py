@@ -8,10 +8,15 @@ Every host is a linen module `Host(config)` whose only path from pixels to the L
 submodule, with:
   model.apply(variables, batch, train=..., method="losses" (or __call__), mutable=["state"], rngs=...)
       -> (total_loss, metrics, tokenizer_output)
-  answer(model, variables, images, question_tokens, max_answer_len) -> int32 answers (BOS .. EOS pad)
-  generate(model, variables, caption_tokens, key, num_samples=..., ...) -> {"images", "codes" | "latents"}
-rngs for training: "sample" (caption dropout, masking, flow noise, Gaussian tokens), optional "revive"
-(VQ dead codes) and "dropout". Init with `init_variables(model, key)`.
+  model.answer(variables, images, question_tokens, max_answer_len) -> int32 answers (BOS .. EOS pad)
+  model.generate(variables, caption_tokens, key, num_samples=..., ...) -> {"images", "codes" | "latents"}
+`answer` and `generate` below are the same calls as functions of the model. rngs for training: "sample"
+(caption dropout, masking, flow noise, Gaussian tokens), optional "revive" (VQ dead codes) and "dropout".
+Init with `init_variables(model, key)`.
+
+Modules: `config` (defaults, checks), `sequences` (vocabulary, layouts, masks), `losses`, `base` (HostBase:
+objective, understanding, cached answers), one module per host, `flow_head`; the KV-cached decoding loop
+is `infotok_jax.mllm.decoding`.
 """
 
 from __future__ import annotations
@@ -23,29 +28,30 @@ import jax.numpy as jnp
 import ml_collections
 from jax import Array
 
-from infotok_jax.mllm.hosts import ar_host, continuous_host, masked_host
 from infotok_jax.mllm.hosts.ar_host import ARHost
-from infotok_jax.mllm.hosts.common import HostBase, default_host_config, validate_host_config
+from infotok_jax.mllm.hosts.base import HostBase
+from infotok_jax.mllm.hosts.config import default_host_config, validate_host_config
 from infotok_jax.mllm.hosts.continuous_host import ContinuousHost
 from infotok_jax.mllm.hosts.masked_host import MaskedHost
 
-HOSTS = {"ar": (ARHost, ar_host), "masked": (MaskedHost, masked_host),
-         "continuous": (ContinuousHost, continuous_host)}
+HOSTS: dict[str, type[HostBase]] = {"ar": ARHost, "masked": MaskedHost, "continuous": ContinuousHost}
 
 
 def build_host(config: ml_collections.ConfigDict) -> HostBase:
     """Validates `config` (see `default_host_config`) and returns the host module of `config.kind`."""
     validate_host_config(config)
-    return HOSTS[config.kind][0](config)
+    return HOSTS[config.kind](config)
 
 
 def dummy_batch(config: ml_collections.ConfigDict, batch_size: int = 1) -> dict[str, Array]:
     """A zero batch of the configured shapes (for init and eval_shape)."""
     s, i32 = config.tokenizer.image_size, jnp.int32
-    return {"image": jnp.zeros((batch_size, s, s, 3), jnp.float32),
-            "caption_tokens": jnp.zeros((batch_size, config.max_caption_len), i32),
-            "question_tokens": jnp.zeros((batch_size, config.max_question_len), i32),
-            "answer_tokens": jnp.zeros((batch_size, config.max_answer_len), i32)}
+    return {
+        "image": jnp.zeros((batch_size, s, s, 3), jnp.float32),
+        "caption_tokens": jnp.zeros((batch_size, config.max_caption_len), i32),
+        "question_tokens": jnp.zeros((batch_size, config.max_question_len), i32),
+        "answer_tokens": jnp.zeros((batch_size, config.max_answer_len), i32),
+    }
 
 
 def init_variables(model: HostBase, rng: Array, batch_size: int = 1) -> dict[str, Any]:
@@ -53,16 +59,29 @@ def init_variables(model: HostBase, rng: Array, batch_size: int = 1) -> dict[str
     return model.init({"params": rng}, dummy_batch(model.config, batch_size), train=False)
 
 
-def answer(model: HostBase, variables: dict, images: Array, question_tokens: Array,
-           max_answer_len: int) -> Array:
-    """Greedy cached answers of any host (see `common.answer`)."""
-    return HOSTS[model.config.kind][1].answer(model, variables, images, question_tokens, max_answer_len)
+def answer(
+    model: HostBase, variables: dict, images: Array, question_tokens: Array, max_answer_len: int
+) -> Array:
+    """Greedy cached answers of any host (`HostBase.answer`)."""
+    return model.answer(variables, images, question_tokens, max_answer_len)
 
 
 def generate(model: HostBase, variables: dict, caption_tokens: Array, key: jax.Array, **kwargs: Any) -> dict:
-    """Images for captions from any host (keyword options as the host module's `generate`)."""
-    return HOSTS[model.config.kind][1].generate(model, variables, caption_tokens, key, **kwargs)
+    """Images for captions from any host (keyword options as the host's `generate` method)."""
+    return model.generate(variables, caption_tokens, key, **kwargs)
 
 
-__all__ = ["ARHost", "ContinuousHost", "HOSTS", "HostBase", "MaskedHost", "answer", "build_host",
-           "default_host_config", "dummy_batch", "generate", "init_variables", "validate_host_config"]
+__all__ = [
+    "ARHost",
+    "ContinuousHost",
+    "HOSTS",
+    "HostBase",
+    "MaskedHost",
+    "answer",
+    "build_host",
+    "default_host_config",
+    "dummy_batch",
+    "generate",
+    "init_variables",
+    "validate_host_config",
+]

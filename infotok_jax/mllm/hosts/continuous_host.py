@@ -32,11 +32,21 @@ import jax.numpy as jnp
 from jax import Array
 
 from infotok_jax.mllm import sampling
-from infotok_jax.mllm.hosts import common, flow_head
+from infotok_jax.mllm.hosts import flow_head, sequences
+from infotok_jax.mllm.hosts.base import HostBase, dense
 from infotok_jax.mllm.hosts.masked_host import random_token_mask
 
 
-class ContinuousHost(common.HostBase):
+def reveal_counts(n: int, num_steps: int) -> Array:
+    """Slots known after each step, int32 (S,): n - floor(n cos(pi/2 (i+1)/S)), at least i + 1, last n."""
+    if not 1 <= num_steps <= n:
+        raise ValueError(f"num_steps must be in [1, N={n}] (one new slot per step at least); got {num_steps}")
+    i_S = jnp.arange(num_steps)
+    masked_S = jnp.floor(n * jnp.cos(0.5 * math.pi * (i_S + 1) / num_steps)).astype(jnp.int32)
+    return jnp.maximum(n - jnp.clip(masked_S, 0, n), i_S + 1).at[-1].set(n)
+
+
+class ContinuousHost(HostBase):
     """MAR / Harmon style host over continuous token latents; see the module docstring."""
 
     understanding_mask = "omni"
@@ -45,8 +55,8 @@ class ContinuousHost(common.HostBase):
         super().setup()
         c = self.config
         e = c.lm.embed_dim
-        self.proj_in = common.dense(c.projector_hidden, (None, "mlp"), name="projector_in")
-        self.proj_out = common.dense(e, ("mlp", "embed"), name="projector_out")
+        self.proj_in = dense(c.projector_hidden, (None, "mlp"), name="projector_in")
+        self.proj_out = dense(e, ("mlp", "embed"), name="projector_out")
         init = nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",))
         self.mask_embedding = self.param("mask_embedding", init, (e,))
         self.flow = flow_head.FlowHead(c.tokenizer.token_dim, c.flow.width, c.flow.depth)
@@ -54,16 +64,18 @@ class ContinuousHost(common.HostBase):
     def image_inputs(self, z_BxNxD: Array) -> Array:
         return self.proj_out(nn.gelu(self.proj_in(z_BxNxD.astype(jnp.float32)))) + self.image_pos[None]
 
-    def image_hidden(self, caption_BxLc: Array, z_BxNxD: Array, masked_BxN: Array,
-                     train: bool = False) -> Array:
+    def image_hidden(
+        self, caption_BxLc: Array, z_BxNxD: Array, masked_BxN: Array, train: bool = False
+    ) -> Array:
         """LM hidden states (B, N, E) at the image slots; masked slots see the [MASK] embedding."""
-        lay = common.generation_layout(caption_BxLc, self.num_image_tokens, self.vocab, self.config.pad_id,
-                                       with_eoi=True)
+        lay = sequences.generation_layout(
+            caption_BxLc, self.num_image_tokens, self.vocab, self.config.pad_id, with_eoi=True
+        )
         mask_1x1xE = self.mask_embedding[None, None]
         x_BxNxE = jnp.where(masked_BxN[..., None], mask_1x1xE, self.image_inputs(z_BxNxD))
-        _, hidden = self.run_lm(lay, x_BxNxE, common.attention_mask("omni", lay), train=train)
+        _, hidden = self.run_lm(lay, x_BxNxE, sequences.attention_mask("omni", lay), train=train)
         s = lay["starts"][2]
-        return hidden[:, s:s + self.num_image_tokens].astype(jnp.float32)
+        return hidden[:, s : s + self.num_image_tokens].astype(jnp.float32)
 
     def flow_velocity(self, x_BxNxD: Array, t_BxN: Array, cond_BxNxE: Array) -> Array:
         """The flow head's velocity."""
@@ -86,55 +98,53 @@ class ContinuousHost(common.HostBase):
         loss = self.mar_loss(caption_BxLc, tok_out["z"], masked_BxN, train)
         return loss, {"generation/mask_ratio": jnp.mean(masked_BxN.astype(jnp.float32))}
 
+    @nn.nowrap
+    def generate(
+        self,
+        variables: dict,
+        caption_tokens_BxLc: Array,
+        key: Array,
+        *,
+        num_samples: int = 1,
+        num_steps: int | None = None,
+        flow_steps: int | None = None,
+        temperature: float | None = None,
+        cfg_scale: float | None = None,
+    ) -> dict[str, Array]:
+        """MAR decoding of N continuous latents in `num_steps` steps. Deterministic for a fixed key.
 
-def reveal_counts(n: int, num_steps: int) -> Array:
-    """Slots known after each step, int32 (S,): n - floor(n cos(pi/2 (i+1)/S)), at least i + 1, last n."""
-    if not 1 <= num_steps <= n:
-        raise ValueError(f"num_steps must be in [1, N={n}] (one new slot per step at least); got {num_steps}")
-    i_S = jnp.arange(num_steps)
-    masked_S = jnp.floor(n * jnp.cos(0.5 * math.pi * (i_S + 1) / num_steps)).astype(jnp.int32)
-    return jnp.maximum(n - jnp.clip(masked_S, 0, n), i_S + 1).at[-1].set(n)
+        Args: as `ARHost.generate` (None takes `config.sampling`), plus `flow_steps` Euler steps per
+          decoding step; `temperature` scales the flow's starting noise.
+        Returns: {"images": (B * num_samples, H, W, 3) in [0, 1], "latents": float32 (B * num_samples, N, D)}.
+        """
+        c, s = self.config, self.config.sampling
+        n, d = self.num_image_tokens, c.tokenizer.token_dim
+        rows_RxLc, scale = sequences.sampling_rows(c, caption_tokens_BxLc, num_samples, cfg_scale)
+        b = rows_RxLc.shape[0] // (1 if scale is None else 2)
+        temp = float(s.temperature if temperature is None else temperature)
+        known_after_S = reveal_counts(n, int(s.num_steps if num_steps is None else num_steps))
+        flow_steps = int(s.flow_steps if flow_steps is None else flow_steps)
+        key_order, key_steps = jax.random.split(key)
+        rank_BxN = jnp.argsort(jnp.argsort(jax.random.uniform(key_order, (b, n)), axis=-1), axis=-1)
 
+        def dup(x: Array) -> Array:
+            return x if scale is None else jnp.concatenate([x, x])
 
-def generate(model: ContinuousHost, variables: dict, caption_tokens_BxLc: Array, key: Array, *,
-             num_samples: int = 1, num_steps: int | None = None, flow_steps: int | None = None,
-             temperature: float | None = None, cfg_scale: float | None = None) -> dict[str, Array]:
-    """MAR decoding of N continuous latents in `num_steps` steps. Deterministic for a fixed key.
+        def step(carry: tuple[Array, Array], inputs: tuple[Array, Array]) -> tuple[tuple[Array, Array], None]:
+            z_BxNxD, known_BxN = carry
+            i, known_after = inputs
+            cond = self.apply(variables, rows_RxLc, dup(z_BxNxD), dup(~known_BxN), method="image_hidden")
 
-    Args: as `ar_host.generate` (None takes `config.sampling`), plus `flow_steps` Euler steps per decoding
-      step; `temperature` scales the flow's starting noise.
-    Returns: {"images": (B * num_samples, H, W, 3) in [0, 1], "latents": float32 (B * num_samples, N, D)}.
-    """
-    c, s = model.config, model.config.sampling
-    n, d = model.num_image_tokens, c.tokenizer.token_dim
-    rows_RxLc, scale = common.sampling_rows(c, caption_tokens_BxLc, num_samples, cfg_scale)
-    b = rows_RxLc.shape[0] // (1 if scale is None else 2)
-    temp = float(s.temperature if temperature is None else temperature)
-    known_after_S = reveal_counts(n, int(s.num_steps if num_steps is None else num_steps))
-    flow_steps = int(s.flow_steps if flow_steps is None else flow_steps)
-    key_order, key_steps = jax.random.split(key)
-    rank_BxN = jnp.argsort(jnp.argsort(jax.random.uniform(key_order, (b, n)), axis=-1), axis=-1)
+            def velocity(x_BxNxD: Array, t_BxN: Array) -> Array:
+                v = self.apply(variables, dup(x_BxNxD), dup(t_BxN), cond, method="flow_velocity")
+                return v if scale is None else sampling.cfg_combine(v[:b], v[b:], scale)
 
-    def dup(x: Array) -> Array:
-        return x if scale is None else jnp.concatenate([x, x])
+            noise = temp * jax.random.normal(jax.random.fold_in(key_steps, i), (b, n, d))
+            sampled_BxNxD = flow_head.euler_sample(velocity, noise, flow_steps)
+            reveal_BxN = (rank_BxN < known_after) & ~known_BxN
+            z_BxNxD = jnp.where(reveal_BxN[..., None], sampled_BxNxD, z_BxNxD)
+            return (z_BxNxD, known_BxN | reveal_BxN), None
 
-    def step(carry: tuple[Array, Array], inputs: tuple[Array, Array]) -> tuple[tuple[Array, Array], None]:
-        z_BxNxD, known_BxN = carry
-        i, known_after = inputs
-        cond = model.apply(variables, rows_RxLc, dup(z_BxNxD), dup(~known_BxN), method="image_hidden")
-
-        def velocity(x_BxNxD: Array, t_BxN: Array) -> Array:
-            v = model.apply(variables, dup(x_BxNxD), dup(t_BxN), cond, method="flow_velocity")
-            return v if scale is None else sampling.cfg_combine(v[:b], v[b:], scale)
-
-        noise = temp * jax.random.normal(jax.random.fold_in(key_steps, i), (b, n, d))
-        sampled_BxNxD = flow_head.euler_sample(velocity, noise, flow_steps)
-        reveal_BxN = (rank_BxN < known_after) & ~known_BxN
-        return (jnp.where(reveal_BxN[..., None], sampled_BxNxD, z_BxNxD), known_BxN | reveal_BxN), None
-
-    init = (jnp.zeros((b, n, d), jnp.float32), jnp.zeros((b, n), bool))
-    (z_BxNxD, _), _ = jax.lax.scan(step, init, (jnp.arange(known_after_S.shape[0]), known_after_S))
-    return {"images": model.apply(variables, z_BxNxD, method="decode_latents"), "latents": z_BxNxD}
-
-
-answer = common.answer
+        init = (jnp.zeros((b, n, d), jnp.float32), jnp.zeros((b, n), bool))
+        (z_BxNxD, _), _ = jax.lax.scan(step, init, (jnp.arange(known_after_S.shape[0]), known_after_S))
+        return {"images": self.apply(variables, z_BxNxD, method="decode_latents"), "latents": z_BxNxD}

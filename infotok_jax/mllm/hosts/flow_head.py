@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from infotok_jax.mllm.hosts.common import dense
+from infotok_jax.mllm.hosts.base import dense
 
 
 def timestep_embedding(t_BxN: Array, dim: int, max_period: float = 10000.0) -> Array:
@@ -52,8 +52,10 @@ class FlowHead(nn.Module):
     @nn.compact
     def __call__(self, x_BxNxD: Array, t_BxN: Array, cond_BxNxE: Array) -> Array:
         if x_BxNxD.shape[-1] != self.token_dim or t_BxN.shape != x_BxNxD.shape[:2]:
-            raise ValueError(f"FlowHead: x must be (B, N, {self.token_dim}) and t (B, N); "
-                             f"got {x_BxNxD.shape}, {t_BxN.shape}")
+            raise ValueError(
+                f"FlowHead: x must be (B, N, {self.token_dim}) and t (B, N); "
+                f"got {x_BxNxD.shape}, {t_BxN.shape}"
+            )
         w = self.width
         h = dense(w, (None, "mlp"), name="in_proj")(x_BxNxD.astype(jnp.float32))
         temb = dense(w, (None, "mlp"), name="time_0")(timestep_embedding(t_BxN, w))

@@ -1,0 +1,60 @@
+"""Flags and start-up shared by the binaries (training and evaluation).
+
+Both binaries run the same way on one machine, a GPU cluster or a TPU pod: `--distributed` starts
+multi-process JAX before any device is touched, a lost process makes the others exit after
+`--heartbeat_timeout_seconds`, the persistent compilation cache is enabled and orbax's per-file INFO logs
+are dropped. Import this module from a binary (it defines absl flags) and call `start()` in `main`.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+
+from absl import flags, logging
+
+DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (TPU pods, SLURM, local multi-process)."
+)
+HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds",
+    100,
+    "With --distributed: a process that sends no heartbeat for this long is declared lost, and the others "
+    "exit with an error naming it instead of waiting in a collective forever.",
+)
+INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout_seconds", 300, "With --distributed: how long to wait for every process to join."
+)
+
+
+def _quiet_orbax_info_logs() -> None:
+    """Orbax logs every file operation at INFO through absl; keep its warnings, drop the rest."""
+
+    def keep(record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+    for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler().python_handler]:
+        handler.addFilter(keep)
+
+
+def start() -> None:
+    """Multi-process start-up (when --distributed), the compilation cache and logging; call first."""
+    from infotok_jax import distributed
+
+    _quiet_orbax_info_logs()
+    distributed.initialize(
+        DISTRIBUTED.value,
+        initialization_timeout=INITIALIZATION_TIMEOUT.value,
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT.value,
+    )
+    import jax
+
+    from infotok_jax import compilation_cache
+
+    compilation_cache.enable()
+    logging.info(
+        "JAX process %d/%d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )

@@ -1,0 +1,63 @@
+"""Local and gs:// paths in one place: what differs between a disk and a bucket, and nothing else.
+
+The workdir (checkpoints, metrics, TensorBoard events, images, config) may be a local directory or
+`gs://bucket/path`; every module writes through `etils.epath`, which sends gs:// to gcsfs (installed by
+the `gcs` extra: `pip install 'infotok-jax[gcs]'`). Two things differ on a bucket:
+
+- Renames are copies, and there are no partial objects: an upload becomes visible whole or not at all.
+  So `write_text_atomic` writes through a temporary file and a rename on disk, and uploads directly to
+  a bucket.
+- Relative paths exist only on disk: orbax needs absolute local paths, and a gs:// path must never go
+  through `os.path.abspath` or `pathlib` (which turn `gs://b/run` into a local `./gs:/b/run`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+
+from etils import epath
+
+GCS_INSTALL_HINT = "pip install 'infotok-jax[gcs]' (or -e '.[gcs]' in a checkout)"
+
+
+def is_remote(path: epath.PathLike) -> bool:
+    """True for URIs such as gs://bucket/x (anything with a scheme), False for local paths."""
+    return "://" in os.fspath(path)
+
+
+def as_path(path: epath.PathLike) -> epath.Path:
+    """`path` as an epath.Path; a local relative path becomes absolute, a URI is kept as it is."""
+    p = epath.Path(path)
+    return p if is_remote(path) else p.absolute()
+
+
+def missing_remote_support(path: epath.PathLike) -> str | None:
+    """For a gs:// path without gcsfs installed: what to install; else None."""
+    if os.fspath(path).startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
+        return f"writing to gs:// needs gcsfs, which is not installed; {GCS_INSTALL_HINT}"
+    return None
+
+
+def write_text_atomic(path: epath.PathLike, text: str) -> None:
+    """Writes `text` so that a reader sees the old content or the new, never a cut file.
+
+    On disk: a temporary file in the same directory, then a rename. On a bucket: one upload (objects
+    appear whole).
+    """
+    if is_remote(path):
+        epath.Path(path).write_text(text)
+        return
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)), prefix=os.path.basename(path) + ".tmp"
+    )
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

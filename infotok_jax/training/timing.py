@@ -1,0 +1,53 @@
+"""Where a run's wall time goes: start-up, compilation, training, evaluation and checkpointing.
+
+The training loop times its stages with `StageTimer` and process 0 writes `<workdir>/timing.json`. A
+resumed run adds its seconds to those already recorded, so the file describes the whole run, and
+`sessions` counts the starts. The study runner reads the file to say what a run cost beyond training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+from etils import epath
+
+STAGES = ("startup_s", "compile_s", "train_s", "eval_s", "checkpoint_s")
+
+
+class StageTimer:
+    """Accumulates wall-clock seconds per stage; `started_at` (time.time()) opens the start-up stage."""
+
+    def __init__(self, started_at: float | None = None):
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._started_at = time.time() if started_at is None else started_at
+
+    def end_startup(self) -> None:
+        """Closes the start-up stage (process start until the first training step is dispatched)."""
+        self.seconds["startup_s"] += time.time() - self._started_at
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if name not in self.seconds:
+            raise ValueError(f"unknown stage {name!r}; one of {STAGES}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    def write(self, workdir: epath.PathLike) -> None:
+        """Adds this session's seconds to `<workdir>/timing.json` (call on process 0 only)."""
+        path = epath.Path(workdir) / "timing.json"
+        totals = dict.fromkeys(STAGES, 0.0) | {"sessions": 0}
+        if path.exists():
+            try:
+                totals.update(json.loads(path.read_text()))
+            except json.JSONDecodeError:  # cut by a kill during the write: start the totals again
+                pass
+        for name, seconds in self.seconds.items():
+            totals[name] = round(totals[name] + seconds, 3)
+        totals["sessions"] += 1
+        path.write_text(json.dumps(totals, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,143 @@
+"""An installed (non-editable) package writes nothing into its own directory, and paths that cannot
+work (a gs:// data dir, a gs:// workdir without gcsfs) fail fast instead of becoming local folders.
+
+The end-to-end test installs a copy of the package with `pip install --no-deps --target` (a real,
+non-editable build; the dependencies come from the test's environment), runs a tiny training from a
+folder outside the repository with that copy first on sys.path, and checks that the installed tree is
+unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from infotok_jax import compilation_cache, storage
+from infotok_jax.data import experiment_data, preparation
+from infotok_jax.training import config_checks
+from tests import training_harness as harness
+
+
+@pytest.fixture
+def restore_cache_config():
+    saved = jax.config.jax_compilation_cache_dir
+    yield
+    jax.config.update("jax_compilation_cache_dir", saved)
+
+
+def test_cache_dir_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("INFOTOK_JAX_CACHE_DIR", str(tmp_path / "override"))
+    assert compilation_cache.cache_dir(4) == tmp_path / "override" / "devices4"
+    monkeypatch.delenv("INFOTOK_JAX_CACHE_DIR")
+    checkout = pathlib.Path(compilation_cache.__file__).resolve().parent.parent
+    assert compilation_cache.cache_dir(4) == checkout / ".cache" / "jax" / "devices4"  # this checkout
+    monkeypatch.setattr(compilation_cache, "_source_checkout", lambda: None)  # as installed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compilation_cache.cache_dir(4) == tmp_path / "xdg" / "infotok_jax" / "jax" / "devices4"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert compilation_cache.cache_dir(1) == tmp_path / "home" / ".cache" / "infotok_jax" / "jax" / "devices1"
+
+
+def test_enable_keeps_the_users_jax_cache_dir(monkeypatch, tmp_path, restore_cache_config):
+    monkeypatch.delenv("INFOTOK_JAX_CACHE_DIR", raising=False)
+    mine = tmp_path / "my_jax_cache"
+    jax.config.update("jax_compilation_cache_dir", str(mine))
+    assert compilation_cache.enable(device_count=8) == mine
+    assert jax.config.jax_compilation_cache_dir == str(mine)
+    assert not mine.exists()  # used as given, not created or keyed by device count
+    monkeypatch.setenv("INFOTOK_JAX_CACHE_DIR", str(tmp_path / "project"))  # the project override wins
+    assert compilation_cache.enable(device_count=8) == tmp_path / "project" / "devices8"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "project" / "devices8")
+
+
+def test_default_data_dir_is_tfds_data_dir_else_the_tfds_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    assert experiment_data.default_data_dir() == str(tmp_path / "tfds")
+    monkeypatch.delenv("TFDS_DATA_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert experiment_data.default_data_dir() == str(tmp_path / "tensorflow_datasets")
+
+
+def test_gs_data_dir_fails_fast_and_creates_nothing(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    c = experiment_data.default_config("scenes")
+    c.data_dir = "gs://bucket/tfds"
+    with pytest.raises(config_checks.ConfigError, match=r"config\.data\.data_dir.*gcsfuse"):
+        experiment_data.ensure_prepared(c)
+    with pytest.raises(ValueError, match="gcsfuse"):
+        preparation.prepare("scenes32", "gs://bucket/tfds")
+    spec = importlib.util.spec_from_file_location("host_config", harness.HOST_CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("tiny")
+    config.data.data_dir = "gs://bucket/tfds"
+    with pytest.raises(config_checks.ConfigError, match=r"config\.data\.data_dir"):
+        config_checks.check_training_config(config)  # the trainer's first check: before any write
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gs_workdir_without_gcsfs_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    real_find_spec = storage.importlib.util.find_spec
+    monkeypatch.setattr(
+        storage.importlib.util, "find_spec", lambda name: None if name == "gcsfs" else real_find_spec(name)
+    )
+    with pytest.raises(config_checks.ConfigError, match=r"infotok-jax\[gcs\]"):
+        config_checks.check_workdir_writable("gs://bucket/run")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tree(root: pathlib.Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_installed_copy_trains_from_outside_the_repo_and_writes_nothing_into_itself(tmp_path):
+    source = tmp_path / "source"  # pip builds in the source tree (build/, *.egg-info): use a copy
+    shutil.copytree(harness.REPO / "infotok_jax", source / "infotok_jax",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        shutil.copy(harness.REPO / name, source / name)
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), str(source)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if build.returncode != 0 and "No module named pip" in build.stderr:
+        pytest.skip("pip is not available in this environment")
+    assert build.returncode == 0, build.stderr[-3000:]
+    before = _tree(site)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    env = {
+        **harness.env_for(1),
+        "PYTHONPATH": str(site),
+        "HOME": str(tmp_path / "home"),
+        "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+    }
+    env.pop("INFOTOK_JAX_CACHE_DIR", None)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    where = subprocess.run(
+        [sys.executable, "-c", "import infotok_jax; print(infotok_jax.__file__)"],
+        env=env, cwd=outside, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "infotok_jax.train", f"--config={harness.HOST_CONFIG}:tiny", "--workdir=w"],
+        env=env, cwd=outside, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (outside / "w" / "checkpoints").is_dir() and (outside / "w" / "metrics.jsonl").exists()
+    assert any((tmp_path / "xdg" / "infotok_jax" / "jax" / "devices1").iterdir())  # the compilation cache
+    assert any((tmp_path / "tfds").iterdir())  # the dataset
+    after = {k: v for k, v in _tree(site).items() if "__pycache__" not in k}
+    assert after == {k: v for k, v in before.items() if "__pycache__" not in k}
+    assert not (tmp_path / "home" / "tensorflow_datasets").exists()

@@ -1,0 +1,251 @@
+"""Every real task as 2 processes x 2 devices equals 1 process x 4 devices, through kill -9 and resume.
+
+Each task (the tokenizer and the three hosts) trains through `launch/local_multiprocess.py` past an
+in-training evaluation, loses a process to SIGKILL (the launcher then stops the other), resumes from the
+last checkpoint, finishes, and (hosts) is scored by the evaluation binary as 2 processes. Training losses,
+in-training evaluation metrics and the evaluation binary's scores must equal those of one uninterrupted
+process with 4 devices up to float tolerance (`RTOL`): the two runs execute the same partitioned
+programs, and only the cross-process all-reduce order may differ.
+
+A lost process must not hang the others: with `--heartbeat_timeout_seconds`, the survivor exits non-zero
+naming the lost task, and a restart resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import portpicker
+import pytest
+
+from tests import training_harness as harness
+
+pytestmark = pytest.mark.slow
+
+RTOL, ATOL = 1e-4, 1e-6  # float32 all-reduce order: observed differences are ~1e-7 relative
+LAUNCHER = [sys.executable, str(harness.REPO / "launch" / "local_multiprocess.py")]
+
+# (config file, config arguments, steps, evaluation period); a --config.num_train_steps override lengthens
+# the tiny runs so that a kill after the first evaluation lands before the end.
+TASKS = {
+    "tokenizer": (harness.TOKENIZER_CONFIG, "tiny,arm=hsic", 9, 3),
+    "ar": (harness.HOST_CONFIG, "tiny,host=ar,arm=hsic", 8, 2),
+    "masked": (harness.HOST_CONFIG, "tiny,host=masked,arm=hsic", 8, 2),
+    "continuous": (harness.HOST_CONFIG, "tiny,host=continuous,arm=vib", 8, 2),
+}
+
+
+@pytest.fixture(scope="module")
+def data_env(tmp_path_factory):
+    return {"TFDS_DATA_DIR": str(tmp_path_factory.mktemp("tfds"))}
+
+
+def _binary(module: str, config, config_args: str, workdir, steps: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        module,
+        f"--config={config}:{config_args}",
+        f"--workdir={workdir}",
+        f"--config.num_train_steps={steps}",
+    ]
+
+
+def _launch(command: list[str], env: dict[str, str], **popen_kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            *LAUNCHER,
+            "--num_processes=2",
+            "--devices_per_process=2",
+            "--timeout=600",
+            "--",
+            *command,
+            "--distributed",
+        ],
+        env={**harness.env_for(2), **env},
+        cwd=harness.REPO,
+        text=True,
+        **popen_kwargs,
+    )
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _wait_for_eval(workdir, process: subprocess.Popen, step: int, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = harness.reporting.read_metrics(workdir)
+        if any(k.startswith("eval/") for k in records.get(step, {})):
+            return
+        assert process.poll() is None, f"training exited early ({process.returncode})"
+        time.sleep(0.02)
+    raise AssertionError(f"no evaluation at step {step} within {timeout} s")
+
+
+def _assert_close(observed: dict, expected: dict, what: str) -> None:
+    assert sorted(observed) == sorted(expected), what
+    for key, want in expected.items():
+        got = observed[key]
+        if want is None or got is None:
+            assert got == want, f"{what}: {key}"
+        else:
+            assert got == pytest.approx(want, rel=RTOL, abs=ATOL), f"{what}: {key}"
+
+
+def _check_single_run(workdir, steps: int, eval_every: int, is_host: bool) -> None:
+    """What every task's run writes: checkpoints, its metrics, pictures, config and timing."""
+    assert harness.checkpoint_steps(workdir)[-1] == steps
+    metrics = harness.reporting.read_metrics(workdir)
+    if is_host:
+        keys = ("loss", "loss/understanding", "loss/generation", "eval/psnr", "eval/nhsic_xz")
+        pictures = [f"generations_step{steps:06d}.png"]
+    else:
+        keys = (
+            "loss",
+            "reconstruction_mse",
+            "infotok/compression",
+            "tokenizer/codebook_perplexity",
+            "eval/psnr",
+            "eval/codebook_usage",
+            "eval/nhsic_xz",
+            "eval/nhsic_zt",
+            "eval/rate_bits_per_token",
+        )
+        pictures = [f"reconstructions_step{steps:06d}.png"]
+    for key in keys:
+        assert key in metrics[steps], key
+    assert 0.0 <= metrics[steps]["eval/nhsic_xz"] <= 1.0
+    assert all(
+        any(k.startswith("eval/") for k in metrics[s]) for s in range(eval_every, steps + 1, eval_every)
+    )
+    for name in [*pictures, "information_plane.png"]:
+        assert (workdir / "images" / name).stat().st_size > 0, name
+    timing = json.loads((workdir / "timing.json").read_text())
+    assert timing["sessions"] == 1 and timing["compile_s"] > 0 and timing["train_s"] > 0
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_two_processes_through_kill_and_resume_equal_one_process(tmp_path, data_env, task):
+    config, config_args, steps, eval_every = TASKS[task]
+    is_host = config == harness.HOST_CONFIG
+    single, multi = tmp_path / "single", tmp_path / "multi"
+
+    reference = subprocess.run(
+        _binary("infotok_jax.train", config, config_args, single, steps),
+        env={**harness.env_for(4), **data_env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=harness.REPO,
+    )
+    assert reference.returncode == 0, reference.stderr[-4000:]
+    _check_single_run(single, steps, eval_every, is_host)
+
+    first = _launch(
+        _binary("infotok_jax.train", config, config_args, multi, steps),
+        data_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_eval(multi, first, eval_every)
+    os.kill(_children(first.pid)[1], signal.SIGKILL)
+    assert first.wait(timeout=120) != 0
+    interrupted_at = max(harness.checkpoint_steps(multi))
+    assert interrupted_at < steps, "the run finished before the kill; the test did not interrupt it"
+
+    resumed = _launch(
+        _binary("infotok_jax.train", config, config_args, multi, steps),
+        data_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-4000:]
+    assert f"at step {interrupted_at}" in output  # "Resumed from <dir> at step N"
+    assert max(harness.checkpoint_steps(multi)) == steps
+
+    expected, observed = harness.reporting.read_metrics(single), harness.reporting.read_metrics(multi)
+    assert sorted(observed) == sorted(expected) == list(range(1, steps + 1))
+    for step in expected:
+        keep = {k: v for k, v in expected[step].items() if k != "steps_per_sec"}
+        _assert_close({k: observed[step].get(k) for k in keep}, keep, f"step {step}")
+    assert (multi / "timing.json").exists() and (multi / "images" / "information_plane.png").exists()
+    if not is_host:
+        return
+
+    scores = {}
+    for name, workdir, runner in (("single", single, "single"), ("multi", multi, "multi")):
+        command = _binary("infotok_jax.evaluate", config, config_args, workdir, steps)
+        if runner == "single":
+            result = subprocess.run(
+                command,
+                env={**harness.env_for(4), **data_env},
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=harness.REPO,
+            )
+            out = result.stdout + result.stderr
+        else:
+            process = _launch(command, data_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            out = process.communicate(timeout=600)[0]
+            result = process
+        assert result.returncode == 0, out[-4000:]
+        scores[name] = json.loads((workdir / "eval" / f"step_{steps:06d}" / "metrics.json").read_text())
+    for split in ("validation", "test", "holdout"):
+        assert scores["single"][f"{split}/understanding/num_examples"] == 8
+        assert 0.0 <= scores["single"][f"{split}/understanding/accuracy"] <= 1.0
+        assert scores["single"][f"{split}/generation/num_prompts"] == 8
+        assert 0.0 <= scores["single"][f"{split}/generation/all_correct"] <= 1.0
+        assert scores["single"][f"{split}/reconstruction/psnr"] > 0
+        assert (single / "eval" / f"step_{steps:06d}" / f"{split}_generation.png").exists()
+    _assert_close(scores["multi"], scores["single"], "evaluation binary")
+
+
+def test_lost_process_stops_the_survivor_and_a_restart_resumes(tmp_path):
+    """kill -9 of one of two processes started without the launcher (as on a pod): the survivor exits
+    non-zero within the heartbeat timeout, naming the lost task; both restarted resume from a checkpoint."""
+    heartbeat = 10
+    workdir = tmp_path / "run"
+
+    def start(process_id: int, port: int, **popen_kwargs) -> subprocess.Popen:
+        env = {
+            **harness.env_for(2),
+            "INFOTOK_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "INFOTOK_NUM_PROCESSES": "2",
+            "INFOTOK_PROCESS_ID": str(process_id),
+        }
+        command = [
+            *harness.train_command(workdir, "steps=60,ckpt=5,delay=0.1,mesh=4.1.1"),
+            "--distributed",
+            f"--heartbeat_timeout_seconds={heartbeat}",
+        ]
+        return subprocess.Popen(command, env=env, cwd=harness.REPO, text=True, **popen_kwargs)
+
+    port = portpicker.pick_unused_port()
+    survivor = start(0, port, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    victim = start(1, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness.wait_for_step(workdir, survivor, 12)
+    victim.kill()
+    killed_at = time.monotonic()
+    stderr = survivor.communicate(timeout=heartbeat + 90)[1]
+    assert survivor.returncode != 0
+    assert time.monotonic() - killed_at < heartbeat + 60
+    assert "stopped sending heartbeats" in stderr and "\n1\n" in stderr, stderr[-3000:]
+    last = max(harness.checkpoint_steps(workdir))
+    assert 5 <= last < 60
+
+    port = portpicker.pick_unused_port()
+    restarted = [start(i, port, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in restarted]
+    assert [p.returncode for p in restarted] == [0, 0], outputs[0][-3000:]
+    assert f"at step {last}" in outputs[0]
+    assert max(harness.checkpoint_steps(workdir)) == 60
