@@ -73,37 +73,60 @@ def markdown(data: dict[str, Any]) -> str:
     m = data["meta"]
     out = [f"device {m['device']} ({m['backend']}), jax {m['jax']}, {m['date']}, seed {m['seed']}"]
     if "floors" in data:
-        out += _table("Matmul rates (size^3)", "dtype / precision | size | TFLOP/s",
-                      [f"| {r['what']} | {r['size']} | {r['tflops']:.1f} |" for r in data["floors"]])
+        out += _table(
+            "Matmul rates (size^3)",
+            "dtype / precision | size | TFLOP/s",
+            [f"| {r['what']} | {r['size']} | {r['tflops']:.1f} |" for r in data["floors"]],
+        )
     if "hsic" in data:
-        out += _table("HSIC (floor = two (n,d)x(d,n) Gram matmuls at the same precision)",
-                      "n | prec | variant | block | fwd ms | fwd/floor | f+b ms | f+b/floor | floor ms | "
-                      "median bw ms | rel err | grad rel err | check",
-                      [f"| {r['n']} | {r['precision']} | {r['variant']} | {r['block']} | {_f(r['fwd_s'])} | "
-                       f"{r['fwd_over_floor']:.2f} | {_f(r['fwd_bwd_s'])} | {r['fwd_bwd_over_floor']:.2f} | "
-                       f"{_f(r['floor_s'])} | {_f(r['median_bw_s'])} | {_f(r.get('rel_err'), 1, '.1e')} | "
-                       f"{_f(r.get('grad_rel_err'), 1, '.1e')} | {_check(r)} |" for r in data["hsic"]])
+        out += _table(
+            "HSIC (floor = two (n,d)x(d,n) Gram matmuls at the same precision)",
+            "n | prec | variant | block | fwd ms | fwd/floor | f+b ms | f+b/floor | floor ms | "
+            "median bw ms | rel err | grad rel err | check",
+            [
+                f"| {r['n']} | {r['precision']} | {r['variant']} | {r['block']} | {_f(r['fwd_s'])} | "
+                f"{r['fwd_over_floor']:.2f} | {_f(r['fwd_bwd_s'])} | {r['fwd_bwd_over_floor']:.2f} | "
+                f"{_f(r['floor_s'])} | {_f(r['median_bw_s'])} | {_f(r.get('rel_err'), 1, '.1e')} | "
+                f"{_f(r.get('grad_rel_err'), 1, '.1e')} | {_check(r)} |"
+                for r in data["hsic"]
+            ],
+        )
     if "batched" in data:
-        out += _table("Batched HSIC (fast; floor = sets + 1 Gram matmuls)",
-                      "n | sets | batched ms | separate ms | speed-up | batched/floor | max rel err | check",
-                      [f"| {r['n']} | {r['sets']} | {_f(r['batched_s'])} | {_f(r['separate_s'])} | "
-                       f"{r['speedup']:.2f} | {r['batched_over_floor']:.2f} | "
-                       f"{_f(r.get('max_rel_err'), 1, '.1e')} | {_check(r)} |" for r in data["batched"]])
+        out += _table(
+            "Batched HSIC (fast; floor = sets + 1 Gram matmuls)",
+            "n | sets | batched ms | separate ms | speed-up | batched/floor | max rel err | check",
+            [
+                f"| {r['n']} | {r['sets']} | {_f(r['batched_s'])} | {_f(r['separate_s'])} | "
+                f"{r['speedup']:.2f} | {r['batched_over_floor']:.2f} | "
+                f"{_f(r.get('max_rel_err'), 1, '.1e')} | {_check(r)} |"
+                for r in data["batched"]
+            ],
+        )
     if "memory" in data:
-        out += _table("Compiled memory of the blocked fwd+bwd", "n | prec | temp MiB | arguments MiB | "
-                      "temp / (4 n d bytes) | n^2 float32 GiB",
-                      [f"| {r['n']} | {r['precision']} | {r['temp_bytes'] / 2**20:.1f} | "
-                       f"{r['argument_bytes'] / 2**20:.1f} | {r['temp_over_n_d']:.2f} | "
-                       f"{r['n2_float32_bytes'] / 2**30:.1f} |" for r in data["memory"]])
+        out += _table(
+            "Compiled memory of the blocked fwd+bwd",
+            "n | prec | temp MiB | arguments MiB | temp / (4 n d bytes) | n^2 float32 GiB",
+            [
+                f"| {r['n']} | {r['precision']} | {r['temp_bytes'] / 2**20:.1f} | "
+                f"{r['argument_bytes'] / 2**20:.1f} | {r['temp_over_n_d']:.2f} | "
+                f"{r['n2_float32_bytes'] / 2**30:.1f} |"
+                for r in data["memory"]
+            ],
+        )
     for section in ("steps", "cpu_overhead"):
         if section in data:
-            out += _table(f"Train steps ({section})", "model | estimator | batch | step ms | LM tokens/s | "
-                          "images/s | model TFLOP/step | MFU % | MFU % (LM only) | overhead %",
-                          [f"| {r['kind']} | {r['estimator']} | {r['batch']} | {_f(r['step_s'])} | "
-                           f"{r['lm_tokens_per_s']:.0f} | {r['images_per_s']:.0f} | "
-                           f"{_f(r['model_flops'], 1e-12, '.3f')} | {_f(r.get('mfu'), 100, '.1f')} | "
-                           f"{_f(r.get('mfu_lm_only'), 100, '.1f')} | {r['overhead_pct']:+.1f} |"
-                           for r in data[section]])
+            out += _table(
+                f"Train steps ({section})",
+                "model | estimator | batch | step ms | LM tokens/s | "
+                "images/s | model TFLOP/step | MFU % | MFU % (LM only) | overhead %",
+                [
+                    f"| {r['kind']} | {r['estimator']} | {r['batch']} | {_f(r['step_s'])} | "
+                    f"{r['lm_tokens_per_s']:.0f} | {r['images_per_s']:.0f} | "
+                    f"{_f(r['model_flops'], 1e-12, '.3f')} | {_f(r.get('mfu'), 100, '.1f')} | "
+                    f"{_f(r.get('mfu_lm_only'), 100, '.1f')} | {r['overhead_pct']:+.1f} |"
+                    for r in data[section]
+                ],
+            )
     return "\n".join(out)
 
 
@@ -121,18 +144,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sets", type=int, default=12, help="feature sets of the batched HSIC")
     p.add_argument("--skip_hsic", action="store_true", help="skip the HSIC, batched and memory sections")
     p.add_argument("--skip_steps", action="store_true", help="skip the train-step section")
-    p.add_argument("--tiny", action="store_true",
-                   help="CPU smoke test: tiny sizes and models, every code path")
-    p.add_argument("--step_models", nargs="+", default=list(TINY_ARMS), choices=list(TINY_ARMS),
-                   help="models of the train-step section")
-    p.add_argument("--cpu_overhead", action="store_true",
-                   help="only the default (small) ar host step, batch 32: estimator none vs hsic vs vib")
-    p.add_argument("--host_batch", type=int,
-                   help="host step batch (default 64 base, 4 tiny, 32 cpu_overhead)")
+    p.add_argument(
+        "--tiny", action="store_true", help="CPU smoke test: tiny sizes and models, every code path"
+    )
+    p.add_argument(
+        "--step_models",
+        nargs="+",
+        default=list(TINY_ARMS),
+        choices=list(TINY_ARMS),
+        help="models of the train-step section",
+    )
+    p.add_argument(
+        "--cpu_overhead",
+        action="store_true",
+        help="only the default (small) ar host step, batch 32: estimator none vs hsic vs vib",
+    )
+    p.add_argument(
+        "--host_batch", type=int, help="host step batch (default 64 base, 4 tiny, 32 cpu_overhead)"
+    )
     p.add_argument("--tokenizer_batch", type=int, help="tokenizer step batch (default 256 base, 4 tiny)")
     p.add_argument("--reps", type=int, default=5, help="timed calls after one warm-up (median reported)")
-    p.add_argument("--compile_threads", type=int, default=min(4, os.cpu_count() or 1),
-                   help="train steps compiled concurrently (1 = sequential)")
+    p.add_argument(
+        "--compile_threads",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="train steps compiled concurrently (1 = sequential)",
+    )
     p.add_argument("--profile_dir", default="", help="write a jax.profiler trace of 3 steps per variant here")
     p.add_argument("--seed", type=int, default=int(time.time()) % 100000, help="inputs seed (default: fresh)")
     p.add_argument("--out", default="bench_accelerator.json", help="JSON output path")
@@ -147,10 +184,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.host_batch = args.host_batch or {"base": 64, "tiny": 4, "default": 32}[profile]
     args.tokenizer_batch = args.tokenizer_batch or {"base": 256, "tiny": 4, "default": 32}[profile]
     dev = jax.devices()[0]
-    meta = dict(date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                jax=jax.__version__, backend=jax.default_backend(), device=dev.device_kind,
-                cpu_count=os.cpu_count(), platform=platform.platform(), seed=args.seed, tiny=args.tiny,
-                argv=list(sys.argv[1:] if argv is None else argv))
+    meta = dict(
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        device=dev.device_kind,
+        cpu_count=os.cpu_count(),
+        platform=platform.platform(),
+        seed=args.seed,
+        tiny=args.tiny,
+        argv=list(sys.argv[1:] if argv is None else argv),
+    )
     report = Report(args.out, meta)
     start = time.perf_counter()
     if args.cpu_overhead:
@@ -165,16 +209,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             bench_batched(args, prof, report, gram_s)
             print(f"hsic sections done at {time.perf_counter() - start:.0f} s", flush=True)
         if not args.skip_steps:
-            arms = {k: v for k, v in (TINY_ARMS if args.tiny else dict.fromkeys(TINY_ARMS, ALL_ARMS)).items()
-                    if k in args.step_models}
+            arms = {
+                k: v
+                for k, v in (TINY_ARMS if args.tiny else dict.fromkeys(TINY_ARMS, ALL_ARMS)).items()
+                if k in args.step_models
+            }
             bench_steps(args, profile, arms, report, rates["bf16"])
     report.data["meta"]["wall_s"] = time.perf_counter() - start
     report.data["checks_passed"] = all_checks_passed(report.data)
     report.data["markdown"] = markdown(report.data)
     report.add("done", {"ok": True})
     print(report.data["markdown"])
-    print(f"all checks passed: {report.data['checks_passed']}; wrote {args.out} "
-          f"({report.data['meta']['wall_s']:.0f} s)")
+    print(
+        f"all checks passed: {report.data['checks_passed']}; wrote {args.out} "
+        f"({report.data['meta']['wall_s']:.0f} s)"
+    )
     return report.data
 
 

@@ -131,8 +131,11 @@ def matmul_floor(n: int, d: int, precision: str, reps: int) -> tuple[float, bool
     rows = min(n, FLOOR_SLAB)
     a = jnp.asarray(np.random.default_rng(1).standard_normal((rows, d), dtype=np.float32))
     b = jnp.asarray(np.random.default_rng(2).standard_normal((n, d), dtype=np.float32))
-    mm = jax.jit(lambda p, q: jax.lax.dot_general(p, q, (((1,), (1,)), ((), ())), precision=prec,
-                                                  preferred_element_type=jnp.float32))
+    mm = jax.jit(
+        lambda p, q: jax.lax.dot_general(
+            p, q, (((1,), (1,)), ((), ())), precision=prec, preferred_element_type=jnp.float32
+        )
+    )
     _, seconds = time_call(mm, reps, a, b)
     return seconds * (n / rows), rows < n
 
@@ -157,21 +160,31 @@ def bench_accelerator(sizes: list[int], d: int, reps: int) -> list[dict[str, Any
 
 def print_row(row: dict[str, Any], cpu: bool) -> None:
     if cpu:
-        hyppo = (f"{1e3 * row['hyppo_s']:10.1f} {row['speedup_vs_hyppo']:7.1f}x" if "hyppo_s" in row
-                 else f"{'n/a':>10} {'':>8}")
-        print(f"{row['n']:6d} {1e3 * row['infotok_jax_s']:12.1f} {1e3 * row['median_bandwidth_s']:9.1f} "
-              f"{1e3 * row['numpy_H_s']:10.1f} {row['speedup_vs_numpy_H']:7.1f}x {hyppo} "
-              f"{row['rel_diff_vs_numpy_float64']:9.1e}", flush=True)
+        hyppo = (
+            f"{1e3 * row['hyppo_s']:10.1f} {row['speedup_vs_hyppo']:7.1f}x"
+            if "hyppo_s" in row
+            else f"{'n/a':>10} {'':>8}"
+        )
+        print(
+            f"{row['n']:6d} {1e3 * row['infotok_jax_s']:12.1f} {1e3 * row['median_bandwidth_s']:9.1f} "
+            f"{1e3 * row['numpy_H_s']:10.1f} {row['speedup_vs_numpy_H']:7.1f}x {hyppo} "
+            f"{row['rel_diff_vs_numpy_float64']:9.1e}",
+            flush=True,
+        )
     else:
-        print(f"{row['n']:7d} {row['d']:5d} {row['precision']:>6} {1e3 * row['fwd_s']:10.2f} "
-              f"{1e3 * row['fwd_bwd_s']:12.2f} {1e3 * row['floor_s']:10.2f}"
-              f"{'*' if row['floor_extrapolated'] else ' '} {row['fwd_over_floor']:8.2f} "
-              f"{row['fwd_bwd_over_floor']:9.2f}", flush=True)
+        print(
+            f"{row['n']:7d} {row['d']:5d} {row['precision']:>6} {1e3 * row['fwd_s']:10.2f} "
+            f"{1e3 * row['fwd_bwd_s']:12.2f} {1e3 * row['floor_s']:10.2f}"
+            f"{'*' if row['floor_extrapolated'] else ' '} {row['fwd_over_floor']:8.2f} "
+            f"{row['fwd_bwd_over_floor']:9.2f}",
+            flush=True,
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=("cpu", "accelerator"), default="cpu")
     parser.add_argument("--sizes", type=int, nargs="+", help="override the n values of the mode")
     parser.add_argument("--d", type=int, help="feature dimension (default 256 cpu, 1024 accelerator)")
@@ -181,15 +194,21 @@ def main() -> None:
     cpu = args.mode == "cpu"
     sizes = args.sizes or list(CPU_SIZES if cpu else ACCEL_SIZES)
     d = args.d or (256 if cpu else 1024)
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-          f"{os.cpu_count()} CPUs, {platform.platform()}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"{os.cpu_count()} CPUs, {platform.platform()}"
+    )
     if cpu:
-        print(f"{'n':>6} {'infotok ms':>12} {'median ms':>9} {'numpy_H ms':>10} {'speedup':>8} "
-              f"{'hyppo ms':>10} {'speedup':>8} {'rel diff':>9}")
+        print(
+            f"{'n':>6} {'infotok ms':>12} {'median ms':>9} {'numpy_H ms':>10} {'speedup':>8} "
+            f"{'hyppo ms':>10} {'speedup':>8} {'rel diff':>9}"
+        )
         rows = bench_cpu(sizes, d, args.reps)
     else:
-        print(f"{'n':>7} {'d':>5} {'prec':>6} {'fwd ms':>10} {'fwd+bwd ms':>12} {'floor ms':>11} "
-              f"{'fwd/floor':>8} {'f+b/floor':>9}   (* = floor extrapolated from a slab)")
+        print(
+            f"{'n':>7} {'d':>5} {'prec':>6} {'fwd ms':>10} {'fwd+bwd ms':>12} {'floor ms':>11} "
+            f"{'fwd/floor':>8} {'f+b/floor':>9}   (* = floor extrapolated from a slab)"
+        )
         rows = bench_accelerator(sizes, d, args.reps)
     report = {
         "mode": args.mode,

@@ -41,15 +41,19 @@ def main(argv: list[str]) -> None:
     kwargs = {"nuisance": _NUISANCE.value} if _NAME.value.startswith("scenes") else {}
     t0 = time.perf_counter()
     prepared = data.prepare(_NAME.value, _DATA_DIR.value, **kwargs)
-    print(f"prepare({_NAME.value!r}): {time.perf_counter() - t0:.1f} s -> {prepared.path} "
-          f"{prepared.num_examples}")
+    print(
+        f"prepare({_NAME.value!r}): {time.perf_counter() - t0:.1f} s -> {prepared.path} "
+        f"{prepared.num_examples}"
+    )
     common = dict(seed=0, num_threads=_THREADS.value, dataset_kwargs=kwargs)
     host = data.make_pipeline(_NAME.value, _DATA_DIR.value, "train", _BATCH.value, None, **common)
     print(f"host numpy batches:   {_time(host, block=False):8.0f} examples/s")
     mesh = sharding.make_mesh((-1, 1, 1))
     glob = data.make_pipeline(_NAME.value, _DATA_DIR.value, "train", _BATCH.value, mesh, **common)
-    print(f"global jax.Arrays:    {_time(glob, block=True):8.0f} examples/s "
-          f"({jax.device_count()} device(s), batch {_BATCH.value}, {_THREADS.value} threads)")
+    print(
+        f"global jax.Arrays:    {_time(glob, block=True):8.0f} examples/s "
+        f"({jax.device_count()} device(s), batch {_BATCH.value}, {_THREADS.value} threads)"
+    )
 
 
 if __name__ == "__main__":

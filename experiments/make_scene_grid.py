@@ -40,10 +40,14 @@ def main(argv: list[str]) -> None:
             ax.set_yticks([])
             ax.set_title("\n".join(textwrap.wrap(ex["caption"], 28)), fontsize=6.5)
             ax.set_xlabel(f"nuisance {nuisance:.1f}  oracle: {'ok' if verdict else 'FAIL'}", fontsize=7)
-    fig.suptitle(f"captioned scenes ({_SIZE.value}x{_SIZE.value}, split '{_SPLIT.value}'); "
-                 f"held-out (shape, color) pairs: "
-                 + ", ".join(f"{scenes_spec.COLORS[c]} {scenes_spec.SHAPES[s]}"
-                             for s, c in sorted(scenes_spec.HOLDOUT_PAIRS)), fontsize=9)
+    fig.suptitle(
+        f"captioned scenes ({_SIZE.value}x{_SIZE.value}, split '{_SPLIT.value}'); "
+        f"held-out (shape, color) pairs: "
+        + ", ".join(
+            f"{scenes_spec.COLORS[c]} {scenes_spec.SHAPES[s]}" for s, c in sorted(scenes_spec.HOLDOUT_PAIRS)
+        ),
+        fontsize=9,
+    )
     fig.tight_layout(h_pad=2.0)
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
     fig.savefig(_OUT.value, dpi=110)

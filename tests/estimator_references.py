@@ -62,8 +62,15 @@ def hsic_unbiased(k: np.ndarray, g: np.ndarray) -> float:
     return float((term1 + term2 - term3) / (n * (n - 3)))
 
 
-def hsic(x, y, kernel_x="gaussian", kernel_y="gaussian", bandwidth_x="median", bandwidth_y="median",
-         estimator="biased") -> float:
+def hsic(
+    x,
+    y,
+    kernel_x="gaussian",
+    kernel_y="gaussian",
+    bandwidth_x="median",
+    bandwidth_y="median",
+    estimator="biased",
+) -> float:
     k = gram(x, kernel_x, resolve(x, kernel_x, bandwidth_x))
     g = gram(y, kernel_y, resolve(y, kernel_y, bandwidth_y))
     return hsic_biased(k, g) if estimator == "biased" else hsic_unbiased(k, g)

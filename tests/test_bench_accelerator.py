@@ -29,8 +29,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_accelerator",
-                                                  REPO / "experiments" / "bench_accelerator.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_accelerator", REPO / "experiments" / "bench_accelerator.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,8 +43,9 @@ bench = _load_bench()
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "tiny.json"
-    returned = bench.main(["--tiny", "--step_models", "tokenizer", "--reps", "2", "--compile_threads", "2",
-                           "--out", str(out)])
+    returned = bench.main(
+        ["--tiny", "--step_models", "tokenizer", "--reps", "2", "--compile_threads", "2", "--out", str(out)]
+    )
     return returned, json.loads(out.read_text())
 
 
@@ -60,14 +62,22 @@ def test_every_section_present_with_finite_numbers(run):
     combos = {(r["n"], r["precision"], r["variant"]) for r in data["hsic"]}
     assert combos == {(n, p, v) for n in sizes for p in ("fast", "exact") for v in ("dense", "blocked")}
     for r in data["hsic"]:
-        assert _finite_positive(r["fwd_s"], r["fwd_bwd_s"], r["floor_s"], r["fwd_over_floor"],
-                                r["fwd_bwd_over_floor"], r["median_bw_s"], r["value"])
+        assert _finite_positive(
+            r["fwd_s"],
+            r["fwd_bwd_s"],
+            r["floor_s"],
+            r["fwd_over_floor"],
+            r["fwd_bwd_over_floor"],
+            r["median_bw_s"],
+            r["value"],
+        )
     memory = {(r["n"], r["precision"]) for r in data["memory"]}
     assert memory == {(n, p) for n in sizes for p in ("fast", "exact")}
     assert all(_finite_positive(r["temp_bytes"], r["temp_over_n_d"]) for r in data["memory"])
     (batched,) = data["batched"]
-    assert batched["sets"] == 12 and _finite_positive(batched["batched_s"], batched["separate_s"],
-                                                      batched["batched_over_floor"], batched["speedup"])
+    assert batched["sets"] == 12 and _finite_positive(
+        batched["batched_s"], batched["separate_s"], batched["batched_over_floor"], batched["speedup"]
+    )
     steps = [(r["kind"], r["estimator"]) for r in data["steps"]]
     assert steps == [("tokenizer", a) for a in step_bench.ALL_ARMS]
     for r in data["steps"]:

@@ -1,7 +1,6 @@
 """Host config errors through the real binary. Each host's tiny run through the training and evaluation
 binaries, single- and multi-process, is in test_multiprocess.py."""
 
-
 import pytest
 
 from tests import training_harness as harness

@@ -1,7 +1,6 @@
 """The tokenizer experiment's config validation and compile-only mode through the real binary (its tiny run,
 single- and multi-process, is in test_multiprocess.py)."""
 
-
 import pytest
 
 from tests import training_harness as harness

@@ -22,7 +22,7 @@ def _idx_reference(name, offset, count, item):
     """Independent reader: IDX body starts after a 16 (images) or 8 (labels) byte header."""
     with gzip.open(os.path.join(IDX, name)) as f:
         raw = np.frombuffer(f.read(), np.uint8)
-    return raw[offset: offset + count * item]
+    return raw[offset : offset + count * item]
 
 
 @needs_idx
@@ -36,8 +36,18 @@ def test_fashion_mnist_records_match_the_idx_files(tmp_path):
         np.testing.assert_array_equal(src[i]["image"][:, :, 0], images[i])
         assert src[i]["label"] == labels[i]
     mesh = sharding.make_mesh((8, 1, 1))
-    batch = next(data.make_pipeline("fashion_mnist", str(tmp_path), "test", 8, mesh, shuffle=False,
-                                    image_size=28, dataset_kwargs=dict(num_examples=24)))
+    batch = next(
+        data.make_pipeline(
+            "fashion_mnist",
+            str(tmp_path),
+            "test",
+            8,
+            mesh,
+            shuffle=False,
+            image_size=28,
+            dataset_kwargs=dict(num_examples=24),
+        )
+    )
     tok = WordTokenizer.load(prepared.tokenizer_path)
     np.testing.assert_array_equal(np.asarray(batch["label"]), labels[:8])
     img = np.asarray(batch["image"])
@@ -70,9 +80,12 @@ class TinyLabeled(LocalGeneratorBuilder, skip_registration=True):
     VERSION = tfds.core.Version("2.0.1")
 
     def _info(self):
-        features = tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(20, 24, 1), encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=["ankle_boot", "cat", "egg"])})
+        features = tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(20, 24, 1), encoding_format="png"),
+                "label": tfds.features.ClassLabel(names=["ankle_boot", "cat", "egg"]),
+            }
+        )
         return tfds.core.DatasetInfo(builder=self, disable_shuffling=True, features=features)
 
     def _split_generators(self, dl_manager):
@@ -90,9 +103,12 @@ class TinyCaptions(LocalGeneratorBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-        features = tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
-            "captions": tfds.features.Sequence({"text": tfds.features.Text(), "id": np.int64})})
+        features = tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                "captions": tfds.features.Sequence({"text": tfds.features.Text(), "id": np.int64}),
+            }
+        )
         return tfds.core.DatasetInfo(builder=self, disable_shuffling=True, features=features)
 
     def _split_generators(self, dl_manager):
@@ -101,8 +117,13 @@ class TinyCaptions(LocalGeneratorBuilder, skip_registration=True):
     def _generate_examples(self):
         for i in range(6):
             img = np.full((16 + i, 16, 3), 40 * i, np.uint8)
-            yield i, {"image": png_bytes(img), "captions": {"text": [f"picture number {i}", "other"],
-                                                           "id": [i, 100 + i]}}
+            yield (
+                i,
+                {
+                    "image": png_bytes(img),
+                    "captions": {"text": [f"picture number {i}", "other"], "id": [i, 100 + i]},
+                },
+            )
 
 
 def test_generic_adapter_on_locally_built_tfds_datasets(tmp_path):

@@ -46,15 +46,28 @@ def test_two_real_processes_assemble_the_single_process_batches(tmp_path):
     out = str(tmp_path / "out.npz")
     port = str(portpicker.pick_unused_port())
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    procs = [subprocess.Popen([sys.executable, str(script), str(p), port, data_dir, out], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in (0, 1)]
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(p), port, data_dir, out],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for p in (0, 1)
+    ]
     logs = [p.communicate(timeout=180)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     got = np.load(out)
-    ref = data.make_pipeline("scenes32", data_dir, "train", 8, None, seed=11, dataset_kwargs=KW,
-                             process_index=0, process_count=1)
+    ref = data.make_pipeline(
+        "scenes32", data_dir, "train", 8, None, seed=11, dataset_kwargs=KW, process_index=0, process_count=1
+    )
     for step in range(3):
         want = next(ref)
         for key in ("example_id", "image", "caption_tokens", "question_tokens"):

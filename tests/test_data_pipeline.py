@@ -20,8 +20,9 @@ def data_dir(tmp_path_factory):
 
 
 def _pipe(data_dir, mesh=None, global_batch_size=16, seed=5, **kw):
-    return data.make_pipeline("scenes32", data_dir, "train", global_batch_size, mesh, seed=seed,
-                              dataset_kwargs=KW, **kw)
+    return data.make_pipeline(
+        "scenes32", data_dir, "train", global_batch_size, mesh, seed=seed, dataset_kwargs=KW, **kw
+    )
 
 
 def _take(pipe, n):
@@ -31,10 +32,16 @@ def _take(pipe, n):
 def test_batches_are_global_arrays_with_documented_fields(data_dir):
     mesh = sharding.make_mesh((4, 2, 1))
     batch = next(_pipe(data_dir, mesh))
-    expect = {"image": ((16, 32, 32, 3), np.float32), "caption_tokens": ((16, 32), np.int32),
-              "question_tokens": ((16, 16), np.int32), "answer_tokens": ((16, 8), np.int32),
-              "question_type": ((16,), np.int32), "label": ((16,), np.int32),
-              "objects": ((16, 3, 4), np.int32), "num_objects": ((16,), np.int32)}
+    expect = {
+        "image": ((16, 32, 32, 3), np.float32),
+        "caption_tokens": ((16, 32), np.int32),
+        "question_tokens": ((16, 16), np.int32),
+        "answer_tokens": ((16, 8), np.int32),
+        "question_type": ((16,), np.int32),
+        "label": ((16,), np.int32),
+        "objects": ((16, 3, 4), np.int32),
+        "num_objects": ((16,), np.int32),
+    }
     for key, (shape, dtype) in expect.items():
         arr = batch[key]
         assert isinstance(arr, jax.Array) and arr.shape == shape and arr.dtype == dtype, key
@@ -57,8 +64,10 @@ def test_examples_match_the_stored_records_and_qa_is_consistent(data_dir):
             np.testing.assert_array_equal(batch["objects"][i], rec["objects"])
             assert tok.decode(batch["caption_tokens"][i]) == rec["caption"].decode()
             q, a = tok.decode(batch["question_tokens"][i]), tok.decode(batch["answer_tokens"][i])
-            pairs = [(x.decode(), y.decode(), int(t)) for x, y, t in
-                     zip(rec["questions"], rec["answers"], rec["question_types"], strict=True)]
+            pairs = [
+                (x.decode(), y.decode(), int(t))
+                for x, y, t in zip(rec["questions"], rec["answers"], rec["question_types"], strict=True)
+            ]
             assert (q, a, int(batch["question_type"][i])) in pairs
 
 
@@ -109,8 +118,9 @@ def test_finite_epochs_stop_and_numpy_pass_covers_split_once(data_dir):
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_simulated_hosts_tile_each_global_batch_exactly_once(data_dir, process_count):
     single = _take(_pipe(data_dir, process_index=0, process_count=1), 5)
-    hosts = [_take(_pipe(data_dir, process_index=p, process_count=process_count), 5)
-             for p in range(process_count)]
+    hosts = [
+        _take(_pipe(data_dir, process_index=p, process_count=process_count), 5) for p in range(process_count)
+    ]
     for step in range(5):
         parts = [h[step] for h in hosts]
         assert all(len(p["example_id"]) == 16 // process_count for p in parts)

@@ -12,8 +12,10 @@ KW = dict(num_train=16, num_validation=4, num_test=4, num_holdout=4)
 
 
 def _snapshot(path):
-    return {f: (os.path.getmtime(os.path.join(path, f)), os.path.getsize(os.path.join(path, f)))
-            for f in os.listdir(path)}
+    return {
+        f: (os.path.getmtime(os.path.join(path, f)), os.path.getsize(os.path.join(path, f)))
+        for f in os.listdir(path)
+    }
 
 
 def test_prepare_is_idempotent_and_never_overwrites(tmp_path):

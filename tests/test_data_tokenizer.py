@@ -36,7 +36,7 @@ def test_batch_encode_layout():
     assert out.dtype == np.int32 and out.shape == (2, 12)
     for row, text in zip(out, texts, strict=True):
         n = len(text.split())
-        assert row[0] == tok.bos_id and row[n + 1] == tok.eos_id and np.all(row[n + 2:] == tok.pad_id)
+        assert row[0] == tok.bos_id and row[n + 1] == tok.eos_id and np.all(row[n + 2 :] == tok.pad_id)
         assert tok.decode(row) == text
     with pytest.raises(ValueError, match="needs 9 tokens"):
         tok.batch_encode(texts[:1], 8)

@@ -19,22 +19,33 @@ FNS = {"hsic": est.hsic, "normalized_hsic": est.normalized_hsic}
 
 
 def _call(x, y, fn, kernel="gaussian", estimator="biased", block_size=None, bandwidth="median"):
-    return FNS[fn](x, y, kernel_x=kernel, kernel_y=kernel, estimator=estimator, block_size=block_size,
-                   bandwidth_x=bandwidth, bandwidth_y=bandwidth)
+    return FNS[fn](
+        x,
+        y,
+        kernel_x=kernel,
+        kernel_y=kernel,
+        estimator=estimator,
+        block_size=block_size,
+        bandwidth_x=bandwidth,
+        bandwidth_y=bandwidth,
+    )
 
 
 _STATIC = ("fn", "kernel", "estimator", "block_size", "bandwidth")
 value_and_grads = jax.jit(jax.value_and_grad(_call, argnums=(0, 1)), static_argnames=_STATIC)
 
 
-@pytest.mark.parametrize("kernel,estimator,block_size,fns", [
-    ("gaussian", "biased", None, ("hsic", "normalized_hsic")),
-    ("gaussian", "unbiased", 4, ("hsic", "normalized_hsic")),
-    ("laplacian", "unbiased", None, ("hsic",)),
-    ("inverse_multiquadric", "biased", 4, ("hsic",)),
-    ("linear", "unbiased", 4, ("hsic",)),
-    ("multiscale", "biased", None, ("hsic",)),
-])
+@pytest.mark.parametrize(
+    "kernel,estimator,block_size,fns",
+    [
+        ("gaussian", "biased", None, ("hsic", "normalized_hsic")),
+        ("gaussian", "unbiased", 4, ("hsic", "normalized_hsic")),
+        ("laplacian", "unbiased", None, ("hsic",)),
+        ("inverse_multiquadric", "biased", 4, ("hsic",)),
+        ("linear", "unbiased", 4, ("hsic",)),
+        ("multiscale", "biased", None, ("hsic",)),
+    ],
+)
 def test_check_grads_float64(kernel, estimator, block_size, fns):
     bw = (0.8, 2.0) if kernel == "multiscale" else 1.7
     with jax.enable_x64(True):
@@ -42,8 +53,11 @@ def test_check_grads_float64(kernel, estimator, block_size, fns):
         x = jnp.asarray(rng.standard_normal((9, 3)))
         y = jnp.asarray(rng.standard_normal((9, 2)))
         for fn in fns:
-            f = jax.jit(functools.partial(_call, fn=fn, kernel=kernel, estimator=estimator,
-                                          block_size=block_size, bandwidth=bw))
+            f = jax.jit(
+                functools.partial(
+                    _call, fn=fn, kernel=kernel, estimator=estimator, block_size=block_size, bandwidth=bw
+                )
+            )
             assert f(x, y).dtype == jnp.float64
             check_grads(f, (x, y), order=1, modes=("rev",), atol=1e-6, rtol=1e-5)
 
@@ -81,8 +95,9 @@ def test_identical_points_give_finite_values_and_gradients(kernel):
     x = jnp.full((30, 8), 0.5, jnp.float32)
     _, y = ref.dependent_pair(30, seed=3)
     for estimator, block_size in [("biased", None), ("unbiased", 8)]:
-        value, (gx, gy) = value_and_grads(x, y, fn="normalized_hsic", kernel=kernel, estimator=estimator,
-                                          block_size=block_size)
+        value, (gx, gy) = value_and_grads(
+            x, y, fn="normalized_hsic", kernel=kernel, estimator=estimator, block_size=block_size
+        )
         assert np.isfinite(value) and np.all(np.isfinite(gx)) and np.all(np.isfinite(gy))
         assert abs(float(value)) < 1e-6  # a constant x carries no information about y
     assert float(jax.jit(est.median_bandwidth)(x)) == 1.0  # zero-median guard
@@ -94,8 +109,13 @@ def test_extreme_feature_scales_are_finite_and_scale_invariant(kernel, block_siz
     x, y = ref.dependent_pair(30, seed=4)
     base, (gx1, _) = value_and_grads(x, y, fn="normalized_hsic", kernel=kernel, block_size=block_size)
     for scale in (1e-6, 1e6):
-        value, (gx, gy) = value_and_grads(x * np.float32(scale), y * np.float32(scale), fn="normalized_hsic",
-                                          kernel=kernel, block_size=block_size)
+        value, (gx, gy) = value_and_grads(
+            x * np.float32(scale),
+            y * np.float32(scale),
+            fn="normalized_hsic",
+            kernel=kernel,
+            block_size=block_size,
+        )
         assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gy))
         np.testing.assert_allclose(value, base, rtol=1e-4)
         np.testing.assert_allclose(gx * scale, gx1, rtol=1e-3, atol=1e-3 * np.abs(gx1).max())

@@ -33,10 +33,15 @@ def test_hsic_matches_float64_reference(n, estimator):
     assert _rel(blocked, expected) <= RTOL
 
 
-@pytest.mark.parametrize("kernel,estimator", [
-    ("laplacian", "biased"), ("inverse_multiquadric", "unbiased"),
-    ("linear", "biased"), ("multiscale", "unbiased"),
-])
+@pytest.mark.parametrize(
+    "kernel,estimator",
+    [
+        ("laplacian", "biased"),
+        ("inverse_multiquadric", "unbiased"),
+        ("linear", "biased"),
+        ("multiscale", "unbiased"),
+    ],
+)
 def test_every_kernel_matches_reference(kernel, estimator):
     x, y = ref.dependent_pair(61, seed=3)
     kw = dict(kernel_x=kernel, kernel_y="gaussian" if kernel == "linear" else kernel, estimator=estimator)
@@ -58,8 +63,9 @@ def test_normalized_hsic_matches_reference(estimator):
     x, y = ref.dependent_pair(300, seed=7, noise=0.2)
     expected = ref.normalized_hsic(x, y, estimator=estimator)
     for block_size in (None, 64):
-        got = jax.jit(lambda a, b, bs=block_size: est.normalized_hsic(a, b, estimator=estimator,
-                                                                     block_size=bs))(x, y)
+        got = jax.jit(
+            lambda a, b, bs=block_size: est.normalized_hsic(a, b, estimator=estimator, block_size=bs)
+        )(x, y)
         assert _rel(got, expected) <= RTOL
 
 
@@ -69,8 +75,9 @@ def test_batched_hsic_equals_per_set_loop_and_shares_target():
     y = (np.tanh(xs[1, :, :2]) + 0.3 * rng.standard_normal((50, 2))).astype(np.float32)
     for block_size in (None, 16):
         batched = jax.jit(lambda a, b, bs=block_size: est.batched_hsic(a, b, block_size=bs))(xs, y)
-        normed = jax.jit(lambda a, b, bs=block_size: est.batched_hsic(a, b, block_size=bs,
-                                                                     normalized=True))(xs, y)
+        normed = jax.jit(lambda a, b, bs=block_size: est.batched_hsic(a, b, block_size=bs, normalized=True))(
+            xs, y
+        )
         assert batched.shape == (3,)
         for s in range(3):
             np.testing.assert_allclose(batched[s], ref.hsic(xs[s], y), rtol=RTOL)
@@ -169,15 +176,24 @@ def test_hsic_one_to_many_equals_each_pair_and_float64(kernel_z, estimator):
     kernels = ("gaussian", "linear", "inverse_multiquadric", "laplacian", "multiscale")
     bandwidths = ("median", "median", 0.9, "median", "median")
     for normalized in (False, True):
-        got = np.asarray(est.hsic_one_to_many(z, others, kernel_z=kernel_z, kernels=kernels,
-                                              bandwidths=bandwidths, estimator=estimator,
-                                              normalized=normalized))
+        got = np.asarray(
+            est.hsic_one_to_many(
+                z,
+                others,
+                kernel_z=kernel_z,
+                kernels=kernels,
+                bandwidths=bandwidths,
+                estimator=estimator,
+                normalized=normalized,
+            )
+        )
         assert got.shape == (len(others),)
         pair = est.normalized_hsic if normalized else est.hsic
         reference = ref.normalized_hsic if normalized else ref.hsic
         for m, (other, kernel, bw) in enumerate(zip(others, kernels, bandwidths, strict=True)):
-            kw = dict(kernel_x=kernel_z, kernel_y=kernel, bandwidth_x="median", bandwidth_y=bw,
-                      estimator=estimator)
+            kw = dict(
+                kernel_x=kernel_z, kernel_y=kernel, bandwidth_x="median", bandwidth_y=bw, estimator=estimator
+            )
             self_kw = {**kw, "kernel_y": kernel_z, "bandwidth_y": "median"}
             scale = 1.0 if normalized else abs(reference(z, z, **self_kw))
             np.testing.assert_allclose(got[m], float(pair(z, other, **kw)), rtol=1e-5, atol=1e-6 * scale)

@@ -11,8 +11,10 @@ from tests import estimator_references as ref
 
 def _independent(seeds: int, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((seeds, n, 3)).astype(np.float32),
-            rng.standard_normal((seeds, n, 2)).astype(np.float32))
+    return (
+        rng.standard_normal((seeds, n, 3)).astype(np.float32),
+        rng.standard_normal((seeds, n, 2)).astype(np.float32),
+    )
 
 
 def test_unbiased_hsic_averages_to_zero_on_independent_samples():
@@ -35,8 +37,9 @@ def test_biased_hsic_nonnegative(block_size):
 @pytest.mark.parametrize("block_size", [None, 16])
 def test_normalized_hsic_of_x_with_itself_is_one(kernel, block_size):
     x = np.random.default_rng(2).standard_normal((50, 4)).astype(np.float32)
-    got = jax.jit(lambda a: est.normalized_hsic(a, a, kernel_x=kernel, kernel_y=kernel,
-                                                block_size=block_size))(x)
+    got = jax.jit(
+        lambda a: est.normalized_hsic(a, a, kernel_x=kernel, kernel_y=kernel, block_size=block_size)
+    )(x)
     np.testing.assert_allclose(got, 1.0, rtol=1e-6)
 
 
@@ -65,8 +68,9 @@ def test_invariances(estimator, block_size):
 
 def test_permutation_test_detects_dependence_and_is_calibrated_under_independence():
     x, y = ref.dependent_pair(60, seed=6, noise=0.3)
-    stat, p = jax.jit(lambda a, b: est.hsic_permutation_test(a, b, key=jax.random.PRNGKey(0),
-                                                             num_permutations=99))(x, y)
+    stat, p = jax.jit(
+        lambda a, b: est.hsic_permutation_test(a, b, key=jax.random.PRNGKey(0), num_permutations=99)
+    )(x, y)
     np.testing.assert_allclose(stat, ref.hsic(x, y), rtol=1e-5)
     assert float(p) == pytest.approx(0.01)  # smallest possible p-value with 99 permutations
     xs, ys = _independent(40, 40, seed=7)
@@ -86,14 +90,21 @@ def test_unbiased_permutation_statistic_matches_hsic():
 
 def test_kernel_matrices_match_reference():
     x = np.random.default_rng(9).standard_normal((12, 3)).astype(np.float32)
-    for name, fn, kw in [("gaussian", est.gaussian_kernel, {"bandwidth": 1.3}),
-                         ("laplacian", est.laplacian_kernel, {"bandwidth": 0.8}),
-                         ("inverse_multiquadric", est.inverse_multiquadric_kernel, {"bandwidth": 2.0}),
-                         ("linear", est.linear_kernel, {})]:
-        np.testing.assert_allclose(fn(x, **kw), ref.gram(x, name, kw.get("bandwidth", 1.0)),
-                                   rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(est.multiscale_gaussian_kernel(x, bandwidths=(0.5, 2.0)),
-                               ref.gram(x, "multiscale", (0.5, 2.0)), rtol=1e-5, atol=1e-6)
+    for name, fn, kw in [
+        ("gaussian", est.gaussian_kernel, {"bandwidth": 1.3}),
+        ("laplacian", est.laplacian_kernel, {"bandwidth": 0.8}),
+        ("inverse_multiquadric", est.inverse_multiquadric_kernel, {"bandwidth": 2.0}),
+        ("linear", est.linear_kernel, {}),
+    ]:
+        np.testing.assert_allclose(
+            fn(x, **kw), ref.gram(x, name, kw.get("bandwidth", 1.0)), rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_allclose(
+        est.multiscale_gaussian_kernel(x, bandwidths=(0.5, 2.0)),
+        ref.gram(x, "multiscale", (0.5, 2.0)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     y = np.random.default_rng(10).standard_normal((5, 3)).astype(np.float32)
     cross = est.kernel_matrix(x, y, kernel="gaussian", bandwidth=1.3)
     expected = np.exp(-((x[:, None] - y[None]) ** 2).sum(-1) / (2 * 1.3**2))

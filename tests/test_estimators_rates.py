@@ -27,7 +27,8 @@ def test_gaussian_kl_equals_monte_carlo_estimate():
     mean = jnp.array([[0.3, -1.2, 0.7], [1.5, 0.0, -0.4]], jnp.float32)
     log_var = jnp.array([[-0.5, 0.3, -1.0], [0.2, -2.0, 0.5]], jnp.float32)
     samples = jax.jit(jax.vmap(lambda k: est.monte_carlo_rate(k, mean, log_var)))(
-        jax.random.split(jax.random.PRNGKey(0), 20000))
+        jax.random.split(jax.random.PRNGKey(0), 20000)
+    )
     mc_mean = samples.mean(0)
     stderr = samples.std(0) / np.sqrt(samples.shape[0])
     assert np.all(np.abs(mc_mean - est.gaussian_kl(mean, log_var)) <= 3.0 * stderr)
@@ -86,14 +87,19 @@ def test_bits_nats_roundtrip():
     np.testing.assert_allclose(est.bits_to_nats(est.nats_to_bits(1.7)), 1.7, rtol=1e-6)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: est.gaussian_kl(jnp.zeros((2, 3)), jnp.zeros((2, 4))), "mean and log_var"),
-    (lambda: est.categorical_rate(jnp.zeros((2, 1))), "logits"),
-    (lambda: est.categorical_rate(jnp.zeros((2, 4)), jnp.zeros(5)), "prior_logits"),
-    (lambda: est.gaussian_channel_rate_bound(jnp.zeros((2, 3)), jnp.zeros((2, 3)), prior="x"), "prior"),
-    (lambda: est.monte_carlo_rate(jax.random.PRNGKey(0), jnp.zeros(3), jnp.zeros(3), num_samples=0),
-     "num_samples"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: est.gaussian_kl(jnp.zeros((2, 3)), jnp.zeros((2, 4))), "mean and log_var"),
+        (lambda: est.categorical_rate(jnp.zeros((2, 1))), "logits"),
+        (lambda: est.categorical_rate(jnp.zeros((2, 4)), jnp.zeros(5)), "prior_logits"),
+        (lambda: est.gaussian_channel_rate_bound(jnp.zeros((2, 3)), jnp.zeros((2, 3)), prior="x"), "prior"),
+        (
+            lambda: est.monte_carlo_rate(jax.random.PRNGKey(0), jnp.zeros(3), jnp.zeros(3), num_samples=0),
+            "num_samples",
+        ),
+    ],
+)
 def test_rate_errors_name_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()

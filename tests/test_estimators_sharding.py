@@ -13,9 +13,14 @@ from infotok_jax.sharding import make_mesh
 from tests import estimator_references as ref
 
 
-@pytest.mark.parametrize("fn,estimator,block_size", [
-    ("hsic", "biased", None), ("normalized_hsic", "biased", 24), ("hsic", "unbiased", 16),
-])
+@pytest.mark.parametrize(
+    "fn,estimator,block_size",
+    [
+        ("hsic", "biased", None),
+        ("normalized_hsic", "biased", 24),
+        ("hsic", "unbiased", 16),
+    ],
+)
 def test_sharded_equals_unsharded(fn, estimator, block_size):
     assert jax.device_count() == 8
     mesh = make_mesh((8, 1, 1))

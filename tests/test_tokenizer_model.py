@@ -38,15 +38,17 @@ COMBOS = [(e, q) for e in tok.ENCODERS for q in tok.QUANTIZERS]
 
 
 class ContractTest(parameterized.TestCase):
-
     @parameterized.parameters(*COMBOS)
     def test_output_shapes(self, encoder, quantizer):
         config = tiny_config(encoder, quantizer)
         model = tok.build_tokenizer(config)
         variables = jax.eval_shape(lambda: tok.init_variables(model, jax.random.key(0)))
         x = images()
-        out, _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["state"],
-                                                         rngs={"sample": jax.random.key(1)}), variables, x)
+        out, _ = jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=True, mutable=["state"], rngs={"sample": jax.random.key(1)}),
+            variables,
+            x,
+        )
         n, d = tok.num_tokens(config), config.token_dim
         self.assertEqual(n, 16)
         chex.assert_shape(out["recon"], x.shape)
@@ -96,7 +98,6 @@ class ContractTest(parameterized.TestCase):
 
 
 class ShardingTest(parameterized.TestCase):
-
     @parameterized.parameters(("conv", "vq"), ("vit", "fsq"))
     def test_sharded_init_and_train_step_match_single_device(self, encoder, quantizer):
         config = tiny_config(encoder, quantizer)
@@ -117,8 +118,11 @@ class ShardingTest(parameterized.TestCase):
             variables = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
             x_sharded = jax.device_put(x, sharding.batch_sharding(mesh, 4))
             got = jax.jit(step)(nn.unbox(variables), x_sharded)
-        kernels = [leaf for leaf in jax.tree.leaves(variables, is_leaf=lambda v: isinstance(
-            v, nn.LogicallyPartitioned)) if leaf.names and leaf.names[-1] in ("conv_out", "mlp")]
+        kernels = [
+            leaf
+            for leaf in jax.tree.leaves(variables, is_leaf=lambda v: isinstance(v, nn.LogicallyPartitioned))
+            if leaf.names and leaf.names[-1] in ("conv_out", "mlp")
+        ]
         self.assertNotEmpty(kernels)
         for leaf in kernels:
             self.assertEqual(leaf.value.sharding.spec[-1], "model")
@@ -127,7 +131,6 @@ class ShardingTest(parameterized.TestCase):
 
 
 class BehaviourTest(parameterized.TestCase):
-
     @parameterized.parameters(("conv", "vq"), ("vit", "fsq"))
     def test_straight_through_gradient_reaches_encoder(self, encoder, quantizer):
         model, variables = setup_model(tiny_config(encoder, quantizer))
@@ -168,8 +171,9 @@ class BehaviourTest(parameterized.TestCase):
         model, variables = setup_model(tiny_config(encoder, quantizer, dtype="bfloat16"))
         for leaf in jax.tree.leaves(variables["params"]):
             self.assertEqual(leaf.dtype, jnp.float32)
-        out, new = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["state"],
-                                                    rngs={"sample": jax.random.key(0)}))(variables, images())
+        out, new = jax.jit(
+            lambda v, x: model.apply(v, x, train=True, mutable=["state"], rngs={"sample": jax.random.key(0)})
+        )(variables, images())
         chex.assert_tree_all_finite((out, new))
         self.assertEqual(out["recon"].dtype, jnp.float32)
         self.assertLess(float(jnp.mean(jnp.abs(out["recon"] - 0.5))), 10.0)
@@ -183,11 +187,19 @@ class BehaviourTest(parameterized.TestCase):
 
 
 class ValidationTest(parameterized.TestCase):
-
     @parameterized.parameters(
-        ("quantizer", "rvq"), ("encoder", "mlp"), ("patch_size", 3), ("patch_size", 5), ("dtype", "float16"),
-        ("ema_decay", 1.0), ("dead_code_threshold", -1.0), ("fsq_levels", (1, 4)), ("num_heads", 3),
-        ("vq_commitment", -0.1), ("codebook_size", 1), ("norm_groups", 3),
+        ("quantizer", "rvq"),
+        ("encoder", "mlp"),
+        ("patch_size", 3),
+        ("patch_size", 5),
+        ("dtype", "float16"),
+        ("ema_decay", 1.0),
+        ("dead_code_threshold", -1.0),
+        ("fsq_levels", (1, 4)),
+        ("num_heads", 3),
+        ("vq_commitment", -0.1),
+        ("codebook_size", 1),
+        ("norm_groups", 3),
     )
     def test_invalid_field_is_named(self, field, value):
         quantizer = "fsq" if field == "fsq_levels" else "vq"

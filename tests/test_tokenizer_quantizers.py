@@ -16,8 +16,14 @@ K, D = 12, 3
 
 def vq_state(codebook, usage, sums, steps=0):
     f32 = lambda a: jnp.asarray(a, jnp.float32)
-    return {"state": {"codebook": f32(codebook), "ema_usage": f32(usage), "ema_sums": f32(sums),
-                      "steps": jnp.asarray(steps, jnp.int32)}}
+    return {
+        "state": {
+            "codebook": f32(codebook),
+            "ema_usage": f32(usage),
+            "ema_sums": f32(sums),
+            "steps": jnp.asarray(steps, jnp.int32),
+        }
+    }
 
 
 def np_nearest(z_MxD, codebook_KxD):
@@ -26,7 +32,6 @@ def np_nearest(z_MxD, codebook_KxD):
 
 
 class VectorQuantizerTest(chex.TestCase):
-
     def setUp(self):
         super().setUp()
         rng = np.random.default_rng(0)
@@ -44,8 +49,9 @@ class VectorQuantizerTest(chex.TestCase):
         np.testing.assert_array_equal(np.asarray(out["indices"]).reshape(-1), idx)
         chex.assert_type(out["indices"], jnp.int32)
         np.testing.assert_allclose(np.asarray(out["z"]).reshape(-1, D), self.codebook[idx], atol=1e-6)
-        np.testing.assert_allclose(np.asarray(out["code_logits"]).reshape(-1, K), -dist / 2.0, rtol=1e-4,
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            np.asarray(out["code_logits"]).reshape(-1, K), -dist / 2.0, rtol=1e-4, atol=1e-4
+        )
         commit = 0.25 * np.mean((self.z.reshape(-1, D) - self.codebook[idx]) ** 2)
         np.testing.assert_allclose(float(out["losses"]["commitment"]), commit, rtol=1e-5)
         self.assertEqual(float(out["losses"]["codebook"]), 0.0)
@@ -60,8 +66,11 @@ class VectorQuantizerTest(chex.TestCase):
     def test_straight_through_gradient_is_identity(self):
         vq = VectorQuantizer(K, D)
         w = np.random.default_rng(1).normal(size=self.z.shape).astype(np.float32)
-        grad = jax.grad(lambda z: jnp.sum(vq.apply(vq_state(self.codebook, self.usage, self.sums), z,
-                                                   train=False)["z"] * w))(jnp.asarray(self.z))
+        grad = jax.grad(
+            lambda z: jnp.sum(
+                vq.apply(vq_state(self.codebook, self.usage, self.sums), z, train=False)["z"] * w
+            )
+        )(jnp.asarray(self.z))
         np.testing.assert_allclose(np.asarray(grad), w, rtol=1e-6)
 
     def test_ema_step_matches_numpy(self):
@@ -78,8 +87,9 @@ class VectorQuantizerTest(chex.TestCase):
         onehot = np.eye(K)[idx]
         usage = decay * self.usage + (1 - decay) * onehot.sum(0) / m
         sums = decay * self.sums + (1 - decay) * onehot.T @ z / m
-        codebook = np.where(usage[:, None] > 1e-12, sums / np.where(usage > 1e-12, usage, 1.0)[:, None],
-                            self.codebook)
+        codebook = np.where(
+            usage[:, None] > 1e-12, sums / np.where(usage > 1e-12, usage, 1.0)[:, None], self.codebook
+        )
         st = new["state"]
         np.testing.assert_allclose(np.asarray(st["ema_usage"]), usage, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(np.asarray(st["ema_sums"]), sums, rtol=1e-5, atol=1e-6)
@@ -107,16 +117,22 @@ class VectorQuantizerTest(chex.TestCase):
         threshold = 0.5
         vq = VectorQuantizer(K, D, ema_decay=0.99, dead_code_threshold=threshold)
         for rngs in ({"revive": jax.random.key(3)}, {}):
-            out, new = vq.apply(vq_state(codebook, usage, codebook * usage[:, None]), self.z, train=True,
-                                mutable=["state"], rngs=rngs)
+            out, new = vq.apply(
+                vq_state(codebook, usage, codebook * usage[:, None]),
+                self.z,
+                train=True,
+                mutable=["state"],
+                rngs=rngs,
+            )
             st = jax.tree.map(np.asarray, new["state"])
             tokens = self.z.reshape(-1, D)
             for k in dead:
                 match = np.abs(tokens - st["codebook"][k][None]).max(-1)
                 self.assertLess(match.min(), 1e-6, f"code {k} was not replaced by a batch token")
                 self.assertAlmostEqual(float(st["ema_usage"][k]), 1.0 / K, places=7)
-                np.testing.assert_allclose(st["codebook"][k], st["ema_sums"][k] / st["ema_usage"][k],
-                                           rtol=1e-5)
+                np.testing.assert_allclose(
+                    st["codebook"][k], st["ema_sums"][k] / st["ema_usage"][k], rtol=1e-5
+                )
             self.assertEqual(float(out["metrics"]["dead_codes"]), float(len(dead)))
             # After revival no code is below the threshold.
             self.assertTrue(np.all(st["ema_usage"] >= threshold / K))
@@ -152,8 +168,11 @@ class FiniteScalarQuantizerTest(chex.TestCase):
         np.testing.assert_allclose(np.asarray(codes)[0], (digits - half[None]) / half[None], atol=1e-6)
         z = jax.random.normal(jax.random.key(1), (2, 7, len(self.levels)))
         out = fsq.apply({}, z, train=False)
-        np.testing.assert_allclose(np.asarray(fsq.apply({}, out["indices"], method=fsq.indices_to_codes)),
-                                   np.asarray(out["codes"]), atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(fsq.apply({}, out["indices"], method=fsq.indices_to_codes)),
+            np.asarray(out["codes"]),
+            atol=1e-6,
+        )
 
     def test_projection_and_straight_through_gradient(self):
         fsq = FiniteScalarQuantizer(self.levels, dim=6)
@@ -162,15 +181,17 @@ class FiniteScalarQuantizerTest(chex.TestCase):
         out = fsq.apply(params, z, train=False)
         chex.assert_shape(out["z"], (2, 4, 6))
         chex.assert_shape(out["codes"], (2, 4, len(self.levels)))
-        np.testing.assert_allclose(np.asarray(fsq.apply(params, out["indices"], method=fsq.indices_to_z)),
-                                   np.asarray(out["z"]), atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(fsq.apply(params, out["indices"], method=fsq.indices_to_z)),
+            np.asarray(out["z"]),
+            atol=1e-5,
+        )
         grad = jax.grad(lambda x: jnp.sum(fsq.apply(params, x, train=True)["z"]))(z)
         self.assertGreater(float(jnp.min(jnp.sum(jnp.abs(grad), axis=-1))), 0.0)
         chex.assert_tree_all_finite(grad)
 
 
 class GaussianHeadTest(chex.TestCase):
-
     def test_mean_at_eval_and_sample_variance_at_train(self):
         b, n, d, c = 4000, 2, 3, 5
         head = GaussianHead(d, init_log_var=-1.0)

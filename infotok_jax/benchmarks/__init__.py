@@ -22,7 +22,14 @@ from typing import Any
 # ref_max: largest n checked against float64; batched: n values of the batched section; mm: size of the
 # size^3 matmul floors; steps: train-step model profile (step_bench.tokenizer_config / host_config).
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": dict(sizes=(4096, 16384, 65536, 262144), d=1024, dense_max=16384, ref_max=16384,
-                 batched=(4096, 16384), mm=8192, steps="base"),
+    "full": dict(
+        sizes=(4096, 16384, 65536, 262144),
+        d=1024,
+        dense_max=16384,
+        ref_max=16384,
+        batched=(4096, 16384),
+        mm=8192,
+        steps="base",
+    ),
     "tiny": dict(sizes=(200, 700), d=16, dense_max=1024, ref_max=1024, batched=(300,), mm=256, steps="tiny"),
 }

@@ -67,8 +67,11 @@ def gram_seconds(n: int, d: int, precision: str, reps: int) -> tuple[float, bool
     rows = min(n, SLAB)
     a = jax.random.normal(jax.random.PRNGKey(2), (rows, d), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(3), (n, d), jnp.float32)
-    mm = jax.jit(lambda p, q: lax.dot_general(p, q, (((1,), (1,)), ((), ())), precision=_prec(precision),
-                                              preferred_element_type=jnp.float32))
+    mm = jax.jit(
+        lambda p, q: lax.dot_general(
+            p, q, (((1,), (1,)), ((), ())), precision=_prec(precision), preferred_element_type=jnp.float32
+        )
+    )
     seconds, _, _ = time_fn(lambda: mm(a, b), reps)
     return seconds * n / rows, rows < n
 
@@ -76,9 +79,11 @@ def gram_seconds(n: int, d: int, precision: str, reps: int) -> tuple[float, bool
 def matmul_floors(size: int, reps: int, report: RowSink) -> dict[str, float]:
     """FLOP/s of a size^3 matmul in bf16, float32 DEFAULT (TF32 on NVIDIA) and float32 HIGHEST, each
     added to the "floors" section; keyed as in the table ("bf16", ...)."""
-    rates = {"bf16": matmul_rate(size, jnp.bfloat16, "fast", reps),
-             "float32 DEFAULT (TF32)": matmul_rate(size, jnp.float32, "fast", reps),
-             "float32 HIGHEST": matmul_rate(size, jnp.float32, "exact", reps)}
+    rates = {
+        "bf16": matmul_rate(size, jnp.bfloat16, "fast", reps),
+        "float32 DEFAULT (TF32)": matmul_rate(size, jnp.float32, "fast", reps),
+        "float32 HIGHEST": matmul_rate(size, jnp.float32, "exact", reps),
+    }
     for what, rate in rates.items():
         report.add("floors", dict(what=what, size=size, tflops=rate / 1e12))
     return rates
@@ -91,6 +96,14 @@ def gram_floors(sizes: Iterable[int], d: int, reps: int, report: RowSink) -> dic
     for n in sorted(set(sizes)):
         for precision in ("fast", "exact"):
             gram_s[(n, precision)], extrapolated = gram_seconds(n, d, precision, reps)
-            report.add("gram_floor", dict(n=n, d=d, precision=precision, extrapolated=extrapolated,
-                                          one_gram_s=gram_s[(n, precision)]))
+            report.add(
+                "gram_floor",
+                dict(
+                    n=n,
+                    d=d,
+                    precision=precision,
+                    extrapolated=extrapolated,
+                    one_gram_s=gram_s[(n, precision)],
+                ),
+            )
     return gram_s

@@ -17,11 +17,21 @@ from typing import Any
 # Names are resolved on first use (PEP 562), so `from infotok_jax.data import scenes_spec` (pure numpy:
 # used by the objective, the hosts and the oracle) does not import TFDS and grain.
 _EXPORTS = {
-    "InputPipeline": "pipeline", "iterate_numpy": "pipeline", "make_pipeline": "pipeline",
-    "PreparedDataset": "preparation", "dataset_path": "preparation", "open_prepared": "preparation",
-    "prepare": "preparation", "REGISTRY": "registry", "get_spec": "registry", "score": "scene_oracle",
-    "score_batch": "scene_oracle", "TextTokenizer": "text_tokenizer", "WordTokenizer": "text_tokenizer",
-    "FIELDS": "tfds_adapter", "TextLengths": "tfds_adapter",
+    "InputPipeline": "pipeline",
+    "iterate_numpy": "pipeline",
+    "make_pipeline": "pipeline",
+    "PreparedDataset": "preparation",
+    "dataset_path": "preparation",
+    "open_prepared": "preparation",
+    "prepare": "preparation",
+    "REGISTRY": "registry",
+    "get_spec": "registry",
+    "score": "scene_oracle",
+    "score_batch": "scene_oracle",
+    "TextTokenizer": "text_tokenizer",
+    "WordTokenizer": "text_tokenizer",
+    "FIELDS": "tfds_adapter",
+    "TextLengths": "tfds_adapter",
 }
 
 

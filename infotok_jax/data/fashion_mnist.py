@@ -17,7 +17,16 @@ from infotok_jax.data.builder_base import LocalGeneratorBuilder, png_bytes
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = (
-    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -39,7 +48,7 @@ def _read_idx(path: str, expected_ndim: int) -> np.ndarray:
     ndim = magic & 0xFF
     if (magic >> 8) != 0x08 or ndim != expected_ndim:  # 0x08 = unsigned byte
         raise ValueError(f"{path} is not a uint8 IDX file with {expected_ndim} dims (magic {magic:#x})")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise ValueError(f"{path} is truncated: header says {dims}, found {body.size} values")
@@ -89,11 +98,13 @@ class InfotokFashionMnist(LocalGeneratorBuilder):
             builder=self,
             disable_shuffling=True,  # record i of a split is example i (builds are prefixes)
             description="Fashion-MNIST (Zalando, MIT) from dataset-fashion-mnist IDX files, class captions.",
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1), encoding_format="png"),
-                "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-                "caption": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1), encoding_format="png"),
+                    "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
+                    "caption": tfds.features.Text(),
+                }
+            ),
             supervised_keys=("image", "label"),
             metadata=tfds.core.MetadataDict(num_examples_cap=self._cap),
         )

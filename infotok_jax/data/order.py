@@ -24,16 +24,21 @@ def check_global_batch(global_batch_size: int, process_count: int, batch_shards:
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size={global_batch_size} must be >= 1")
     if global_batch_size % process_count:
-        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by the process count "
-                         f"({process_count}); use a multiple of {process_count}")
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by the process count "
+            f"({process_count}); use a multiple of {process_count}"
+        )
     if global_batch_size % batch_shards:
-        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by the mesh's batch axes "
-                         f"('data' x 'fsdp' = {batch_shards}); use a multiple of {batch_shards}")
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by the mesh's batch axes "
+            f"('data' x 'fsdp' = {batch_shards}); use a multiple of {batch_shards}"
+        )
     return global_batch_size // process_count
 
 
-def host_slice(global_batch_size: int, process_index: int | None = None,
-               process_count: int | None = None) -> slice:
+def host_slice(
+    global_batch_size: int, process_index: int | None = None, process_count: int | None = None
+) -> slice:
     """Rows of each global batch that this host loads (defaults: jax.process_index()/process_count())."""
     process_index = jax.process_index() if process_index is None else int(process_index)
     process_count = jax.process_count() if process_count is None else int(process_count)
@@ -64,12 +69,18 @@ def stream_position_to_example(position: int, num_examples: int, seed: int, shuf
     return int(permutation(seed, epoch, num_examples)[pos]), epoch
 
 
-def step_example_ids(step: int, global_batch_size: int, num_examples: int, seed: int,
-                     shuffle: bool) -> np.ndarray:
+def step_example_ids(
+    step: int, global_batch_size: int, num_examples: int, seed: int, shuffle: bool
+) -> np.ndarray:
     """Example ids of global batch `step` (all hosts together), int64 (G,)."""
     start = int(step) * global_batch_size
-    return np.array([stream_position_to_example(start + r, num_examples, seed, shuffle)[0]
-                     for r in range(global_batch_size)], np.int64)
+    return np.array(
+        [
+            stream_position_to_example(start + r, num_examples, seed, shuffle)[0]
+            for r in range(global_batch_size)
+        ],
+        np.int64,
+    )
 
 
 def qa_key(seed: int, epoch: int, example_id: int) -> int:

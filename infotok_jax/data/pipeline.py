@@ -45,12 +45,26 @@ class InputPipeline:
       dataset_kwargs: builder settings that identify the prepared dataset (e.g. {"nuisance": 0.5}).
     """
 
-    def __init__(self, name: str, data_dir: str, split: str, global_batch_size: int, mesh: Mesh | None,
-                 seed: int = 0, image_size: int | None = None, lengths: TextLengths = DEFAULT_LENGTHS,
-                 tokenizer: TextTokenizer | None = None, shuffle: bool = True, num_epochs: int | None = None,
-                 drop_remainder: bool = True, process_index: int | None = None,
-                 process_count: int | None = None, num_threads: int = 2, prefetch_batches: int = 2,
-                 dataset_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        data_dir: str,
+        split: str,
+        global_batch_size: int,
+        mesh: Mesh | None,
+        seed: int = 0,
+        image_size: int | None = None,
+        lengths: TextLengths = DEFAULT_LENGTHS,
+        tokenizer: TextTokenizer | None = None,
+        shuffle: bool = True,
+        num_epochs: int | None = None,
+        drop_remainder: bool = True,
+        process_index: int | None = None,
+        process_count: int | None = None,
+        num_threads: int = 2,
+        prefetch_batches: int = 2,
+        dataset_kwargs: dict[str, Any] | None = None,
+    ):
         self.name, self.split, self.seed, self.shuffle = name, split, int(seed), bool(shuffle)
         self.mesh = mesh
         self.process_count = jax.process_count() if process_count is None else int(process_count)
@@ -70,8 +84,10 @@ class InputPipeline:
         if num_epochs is not None and num_epochs < 1:
             raise ValueError(f"num_epochs={num_epochs} must be >= 1 or None (endless)")
         if not drop_remainder and (mesh is not None or self.process_count > 1):
-            raise ValueError("drop_remainder=False needs mesh=None and a single process (ragged batches "
-                             "cannot form global arrays)")
+            raise ValueError(
+                "drop_remainder=False needs mesh=None and a single process (ragged batches "
+                "cannot form global arrays)"
+            )
         self.num_epochs, self.drop_remainder = num_epochs, drop_remainder
         total = None if num_epochs is None else num_epochs * self.num_examples
         if total is None:
@@ -88,16 +104,24 @@ class InputPipeline:
     # ---------------------------------------------------------------- state
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable position: the next step to be returned plus the identity of the stream."""
-        return {"step": self._step, "seed": self.seed, "name": self.name, "split": self.split,
-                "global_batch_size": self.global_batch_size, "shuffle": self.shuffle}
+        return {
+            "step": self._step,
+            "seed": self.seed,
+            "name": self.name,
+            "split": self.split,
+            "global_batch_size": self.global_batch_size,
+            "shuffle": self.shuffle,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restarts at `state["step"]`; the stream identity must match this pipeline's."""
         mine = self.get_state()
         for key in ("seed", "name", "split", "global_batch_size", "shuffle"):
             if key in state and state[key] != mine[key]:
-                raise ValueError(f"state was saved with {key}={state[key]!r} but this pipeline has "
-                                 f"{key}={mine[key]!r}; build the pipeline with the saved settings")
+                raise ValueError(
+                    f"state was saved with {key}={state[key]!r} but this pipeline has "
+                    f"{key}={mine[key]!r}; build the pipeline with the saved settings"
+                )
         step = int(state["step"])
         if step < 0 or (self.num_steps is not None and step > self.num_steps):
             raise ValueError(f"state step={step} is outside [0, {self.num_steps}]")
@@ -111,11 +135,15 @@ class InputPipeline:
         stop = first + self.local_batch_size
         if self._total_positions is not None:
             stop = min(stop, self._total_positions)  # only reachable without drop_remainder
-        located = [order.stream_position_to_example(j, self.num_examples, self.seed, self.shuffle)
-                   for j in range(first, stop)]
+        located = [
+            order.stream_position_to_example(j, self.num_examples, self.seed, self.shuffle)
+            for j in range(first, stop)
+        ]
         records = self.source.__getitems__([example_id for example_id, _ in located])
-        examples = [self.adapter(rec, order.qa_key(self.seed, epoch, example_id))
-                    for rec, (example_id, epoch) in zip(records, located, strict=True)]
+        examples = [
+            self.adapter(rec, order.qa_key(self.seed, epoch, example_id))
+            for rec, (example_id, epoch) in zip(records, located, strict=True)
+        ]
         batch = {key: np.stack([ex[key] for ex in examples]) for key in examples[0]}
         batch["example_id"] = np.array([example_id for example_id, _ in located], np.int32)
         return batch
@@ -123,8 +151,9 @@ class InputPipeline:
     def _host_stream(self, start_step: int) -> Iterator[Batch]:
         stop = sys.maxsize // 4 if self.num_steps is None else self.num_steps
         ds = grain.MapDataset.range(start_step, stop).map(self._load_batch)
-        read = grain.ReadOptions(num_threads=self.num_threads,
-                                 prefetch_buffer_size=max(1, self.prefetch_batches))
+        read = grain.ReadOptions(
+            num_threads=self.num_threads, prefetch_buffer_size=max(1, self.prefetch_batches)
+        )
         return iter(ds.to_iter_dataset(read))
 
     def _to_global(self, batch: Batch) -> Batch:
@@ -133,7 +162,8 @@ class InputPipeline:
             local = np.asarray(local)
             global_shape = (self.global_batch_size, *local.shape[1:])
             out[key] = jax.make_array_from_process_local_data(
-                sharding.batch_sharding(self.mesh, local.ndim), local, global_shape)
+                sharding.batch_sharding(self.mesh, local.ndim), local, global_shape
+            )
         return out
 
     # ---------------------------------------------------------------- iteration
@@ -150,14 +180,21 @@ class InputPipeline:
         return batch if self.mesh is None else self._to_global(batch)
 
 
-def make_pipeline(name: str, data_dir: str, split: str, global_batch_size: int, mesh: Mesh | None,
-                  seed: int = 0, **kwargs) -> InputPipeline:
+def make_pipeline(
+    name: str, data_dir: str, split: str, global_batch_size: int, mesh: Mesh | None, seed: int = 0, **kwargs
+) -> InputPipeline:
     """Builds an `InputPipeline` (see its docstring for the keyword arguments)."""
     return InputPipeline(name, data_dir, split, global_batch_size, mesh, seed=seed, **kwargs)
 
 
 def iterate_numpy(name: str, data_dir: str, split: str, batch_size: int, **kwargs) -> InputPipeline:
     """One ordered pass over a split as numpy batches (last batch may be smaller), for evaluation."""
-    kwargs = {"shuffle": False, "num_epochs": 1, "drop_remainder": False, "process_index": 0,
-              "process_count": 1, **kwargs}
+    kwargs = {
+        "shuffle": False,
+        "num_epochs": 1,
+        "drop_remainder": False,
+        "process_index": 0,
+        "process_count": 1,
+        **kwargs,
+    }
     return InputPipeline(name, data_dir, split, batch_size, None, **kwargs)

@@ -39,9 +39,14 @@ class DatasetSpec:
     splits: tuple[str, ...]
 
 
-def _scenes_kwargs(nuisance: float = 0.0, seed: int = 0, num_train: int | None = None,
-                   num_validation: int | None = None, num_test: int | None = None,
-                   num_holdout: int | None = None) -> dict[str, Any]:
+def _scenes_kwargs(
+    nuisance: float = 0.0,
+    seed: int = 0,
+    num_train: int | None = None,
+    num_validation: int | None = None,
+    num_test: int | None = None,
+    num_holdout: int | None = None,
+) -> dict[str, Any]:
     counts = dict(scenes_builder.DEFAULT_COUNTS)
     given = {"train": num_train, "validation": num_validation, "test": num_test, "holdout": num_holdout}
     counts.update({k: int(v) for k, v in given.items() if v is not None})
@@ -52,23 +57,30 @@ def _scenes_spec(image_size: int) -> DatasetSpec:
     def make_builder(data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
         kw = _scenes_kwargs(**kwargs)
         return scenes_builder.InfotokScenes(
-            data_dir=data_dir, config=scenes_builder.config_for(image_size, kw["nuisance"]),
-            seed=kw["seed"], num_examples=kw["num_examples"], file_format="array_record",
+            data_dir=data_dir,
+            config=scenes_builder.config_for(image_size, kw["nuisance"]),
+            seed=kw["seed"],
+            num_examples=kw["num_examples"],
+            file_format="array_record",
         )
 
     def fingerprint(**kwargs) -> dict[str, Any]:
         return {"image_size": image_size, **_scenes_kwargs(**kwargs)}
 
     return DatasetSpec(
-        name=f"scenes{image_size}", make_builder=make_builder, fingerprint=fingerprint,
-        make_tokenizer=lambda: WordTokenizer(scenes_spec.vocabulary()), image_size=image_size,
+        name=f"scenes{image_size}",
+        make_builder=make_builder,
+        fingerprint=fingerprint,
+        make_tokenizer=lambda: WordTokenizer(scenes_spec.vocabulary()),
+        image_size=image_size,
         splits=scenes_spec.SPLITS,
     )
 
 
 def _fashion_spec() -> DatasetSpec:
-    def make_builder(data_dir: str, num_examples: int | None = None,
-                     idx_dir: str = fashion_mnist.DEFAULT_IDX_DIR) -> tfds.core.DatasetBuilder:
+    def make_builder(
+        data_dir: str, num_examples: int | None = None, idx_dir: str = fashion_mnist.DEFAULT_IDX_DIR
+    ) -> tfds.core.DatasetBuilder:
         return fashion_mnist.InfotokFashionMnist(
             data_dir=data_dir, idx_dir=idx_dir, num_examples=num_examples, file_format="array_record"
         )
@@ -79,8 +91,12 @@ def _fashion_spec() -> DatasetSpec:
 
     captions = [fashion_mnist.class_caption(i) for i in range(len(fashion_mnist.CLASS_NAMES))]
     return DatasetSpec(
-        name="fashion_mnist", make_builder=make_builder, fingerprint=fingerprint,
-        make_tokenizer=lambda: WordTokenizer.from_texts(captions), image_size=28, splits=("train", "test"),
+        name="fashion_mnist",
+        make_builder=make_builder,
+        fingerprint=fingerprint,
+        make_tokenizer=lambda: WordTokenizer.from_texts(captions),
+        image_size=28,
+        splits=("train", "test"),
     )
 
 

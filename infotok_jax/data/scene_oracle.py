@@ -113,8 +113,10 @@ def _requests_array(objects: Requests, batch: int) -> np.ndarray:
     else:
         arr = np.stack([scenes_spec.objects_to_array(list(o)) for o in objects])
     if arr.ndim != 3 or arr.shape[0] != batch or arr.shape[2] != 4:
-        raise ValueError(f"objects must be (batch={batch}, max_objects, 4) rows (shape, color, size, cell) "
-                         f"padded with -1; got shape {arr.shape}")
+        raise ValueError(
+            f"objects must be (batch={batch}, max_objects, 4) rows (shape, color, size, cell) "
+            f"padded with -1; got shape {arr.shape}"
+        )
     valid = arr[..., 0] >= 0
     if np.any(valid & ((arr[..., 3] < 0) | (arr[..., 3] >= scenes_spec.NUM_CELLS))):
         raise ValueError("objects: cell ids must lie in 0..8 for every non-padding row")
@@ -164,8 +166,13 @@ def score(image: np.ndarray, objects: Requests, image_size: int) -> dict:
     req = objects if isinstance(objects, np.ndarray) else scenes_spec.objects_to_array(list(objects))
     res = score_batch(arr[None], np.asarray(req, np.int32)[None], image_size)
     valid = res["valid"][0]
-    out = {k: [bool(v) for v in res[k][0][valid]] for k in
-           ("present", "shape_correct", "color_correct", "size_correct", "position_correct")}
-    out.update(count_correct=bool(res["count_correct"][0]), num_detected=int(res["num_detected"][0]),
-               all_correct=bool(res["all_correct"][0]))
+    out = {
+        k: [bool(v) for v in res[k][0][valid]]
+        for k in ("present", "shape_correct", "color_correct", "size_correct", "position_correct")
+    }
+    out.update(
+        count_correct=bool(res["count_correct"][0]),
+        num_detected=int(res["num_detected"][0]),
+        all_correct=bool(res["all_correct"][0]),
+    )
     return out

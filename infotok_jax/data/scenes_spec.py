@@ -20,9 +20,15 @@ COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan")
 SIZES = ("small", "large")
 # Row-major 3x3 grid; cell = 3 * row + col.
 CELL_PHRASES = (
-    "at the top left", "at the top", "at the top right",
-    "on the left", "in the center", "on the right",
-    "at the bottom left", "at the bottom", "at the bottom right",
+    "at the top left",
+    "at the top",
+    "at the top right",
+    "on the left",
+    "in the center",
+    "on the right",
+    "at the bottom left",
+    "at the bottom",
+    "at the bottom right",
 )
 NUMBER_WORDS = ("zero", "one", "two", "three")
 MAX_OBJECTS = 3

@@ -145,8 +145,10 @@ class WordTokenizer:
     def load(cls, path: str | os.PathLike, strict: bool = False) -> WordTokenizer:
         """Reads a tokenizer written by `save`; a missing or foreign file raises with what to do."""
         if not os.path.exists(path):
-            raise FileNotFoundError(f"tokenizer file {path} is missing; prepare the dataset again "
-                                    "(infotok_jax.data.prepare) to write it")
+            raise FileNotFoundError(
+                f"tokenizer file {path} is missing; prepare the dataset again "
+                "(infotok_jax.data.prepare) to write it"
+            )
         with open(path) as f:
             data = json.load(f)
         if data.get("format") != FORMAT or tuple(data.get("words", ())[:4]) != _SPECIALS:

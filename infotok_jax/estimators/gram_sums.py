@@ -65,11 +65,19 @@ def make_side(x_SxNxD: Array, bandwidth_S: Array, kernel: str) -> Side:
     return Side(x_SxNxD, jnp.sum(x_SxNxD * x_SxNxD, axis=-1), bandwidth_S, kernel)
 
 
-def _gram(side: Side, a_SxBxD: Array, b_SxCxD: Array, sqn_a_SxB: Array, sqn_b_SxC: Array,
-          precision: str, same_point_BxC: Array | None = None) -> Array:
+def _gram(
+    side: Side,
+    a_SxBxD: Array,
+    b_SxCxD: Array,
+    sqn_a_SxB: Array,
+    sqn_b_SxC: Array,
+    precision: str,
+    same_point_BxC: Array | None = None,
+) -> Array:
     """Kernel block k(a_i, b_j) per set, shape (S, B, C); `same_point_BxC` marks identical rows."""
-    fn = lambda a, b, sa, sb, bw: kernels.kernel_block(side.kernel, a, b, sa, sb, bw, precision,
-                                                       same_point_BxC)
+    fn = lambda a, b, sa, sb, bw: kernels.kernel_block(
+        side.kernel, a, b, sa, sb, bw, precision, same_point_BxC
+    )
     return jax.vmap(fn)(a_SxBxD, b_SxCxD, sqn_a_SxB, sqn_b_SxC, side.bandwidth_S)
 
 

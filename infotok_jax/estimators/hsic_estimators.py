@@ -46,8 +46,16 @@ def default_block_size(n: int) -> int:
     return min(n, max(1024, min(4096, n // 8)))
 
 
-def _check_common(kernel_x: str, kernel_y: str, bandwidth_x: Any, bandwidth_y: Any, estimator: str,
-                  block_size: Any, precision: str, median_subsample: int) -> None:
+def _check_common(
+    kernel_x: str,
+    kernel_y: str,
+    bandwidth_x: Any,
+    bandwidth_y: Any,
+    estimator: str,
+    block_size: Any,
+    precision: str,
+    median_subsample: int,
+) -> None:
     validation.check_choice("kernel_x", kernel_x, validation.KERNELS)
     validation.check_choice("kernel_y", kernel_y, validation.KERNELS)
     validation.check_bandwidth("bandwidth_x", bandwidth_x, kernel_x)
@@ -58,26 +66,44 @@ def _check_common(kernel_x: str, kernel_y: str, bandwidth_x: Any, bandwidth_y: A
     validation.check_positive_int("median_subsample", median_subsample, minimum=2)
 
 
-def _sums(xs_SxNxD: Array, y_NxE: Array, *, kernel_x: str, kernel_y: str, bandwidth_x: Any,
-          bandwidth_y: Any, estimator: str, block_size: int | None, precision: str,
-          median_subsample: int, need_self: bool) -> gram_sums.Sums:
+def _sums(
+    xs_SxNxD: Array,
+    y_NxE: Array,
+    *,
+    kernel_x: str,
+    kernel_y: str,
+    bandwidth_x: Any,
+    bandwidth_y: Any,
+    estimator: str,
+    block_size: int | None,
+    precision: str,
+    median_subsample: int,
+    need_self: bool,
+) -> gram_sums.Sums:
     """Resolves bandwidths, builds both sides and dispatches to the dense or blocked sums."""
     n = xs_SxNxD.shape[1]
-    dtype = jnp.promote_types(kernels_lib.compute_dtype(xs_SxNxD.dtype),
-                              kernels_lib.compute_dtype(y_NxE.dtype))
-    bw_x = jax.vmap(lambda x: bandwidth_lib.resolve_bandwidth(
-        "bandwidth_x", bandwidth_x, x, kernel_x, median_subsample, dtype))(xs_SxNxD)
-    bw_y = bandwidth_lib.resolve_bandwidth("bandwidth_y", bandwidth_y, y_NxE, kernel_y, median_subsample,
-                                           dtype)[None]
+    dtype = jnp.promote_types(
+        kernels_lib.compute_dtype(xs_SxNxD.dtype), kernels_lib.compute_dtype(y_NxE.dtype)
+    )
+    bw_x = jax.vmap(
+        lambda x: bandwidth_lib.resolve_bandwidth(
+            "bandwidth_x", bandwidth_x, x, kernel_x, median_subsample, dtype
+        )
+    )(xs_SxNxD)
+    bw_y = bandwidth_lib.resolve_bandwidth(
+        "bandwidth_y", bandwidth_y, y_NxE, kernel_y, median_subsample, dtype
+    )[None]
     side_x = gram_sums.make_side(xs_SxNxD.astype(dtype), bw_x, kernel_x)
     side_y = gram_sums.make_side(y_NxE.astype(dtype)[None], bw_y, kernel_y)
     unbiased = estimator == "unbiased"
     if block_size is None and n <= DENSE_MAX_N:
-        return gram_sums.dense_sums(side_x, side_y, unbiased=unbiased, precision=precision,
-                                    need_self=need_self)
+        return gram_sums.dense_sums(
+            side_x, side_y, unbiased=unbiased, precision=precision, need_self=need_self
+        )
     block = default_block_size(n) if block_size is None else int(block_size)
-    return gram_sums.blocked_sums(side_x, side_y, unbiased=unbiased, precision=precision,
-                                  need_self=need_self, block_size=block)
+    return gram_sums.blocked_sums(
+        side_x, side_y, unbiased=unbiased, precision=precision, need_self=need_self, block_size=block
+    )
 
 
 def batched_hsic(
@@ -101,13 +127,24 @@ def batched_hsic(
     """
     validation.check_feature_sets("xs", xs)
     validation.check_features("y", y)
-    _check_common(kernel_x, kernel_y, bandwidth_x, bandwidth_y, estimator, block_size, precision,
-                  median_subsample)
+    _check_common(
+        kernel_x, kernel_y, bandwidth_x, bandwidth_y, estimator, block_size, precision, median_subsample
+    )
     n = validation.check_same_n("xs", xs, "y", y, axis_x=1)
     validation.check_estimator_n(estimator, n)
-    sums = _sums(xs, y, kernel_x=kernel_x, kernel_y=kernel_y, bandwidth_x=bandwidth_x,
-                 bandwidth_y=bandwidth_y, estimator=estimator, block_size=block_size, precision=precision,
-                 median_subsample=median_subsample, need_self=normalized)
+    sums = _sums(
+        xs,
+        y,
+        kernel_x=kernel_x,
+        kernel_y=kernel_y,
+        bandwidth_x=bandwidth_x,
+        bandwidth_y=bandwidth_y,
+        estimator=estimator,
+        block_size=block_size,
+        precision=precision,
+        median_subsample=median_subsample,
+        need_self=normalized,
+    )
     unbiased = estimator == "unbiased"
     h_xy = gram_sums.combine(sums.s_kl_S, sums.r_k_SxN, sums.r_l_N[None], n, unbiased)
     if not normalized:
@@ -157,11 +194,22 @@ def hsic_one_to_many(
     validation.check_estimator_n(estimator, n)
     if n > DENSE_MAX_N:
         pair = hsic if not normalized else normalized_hsic
-        return jnp.stack([
-            pair(z, other, kernel_x=kernel_z, kernel_y=kernel, bandwidth_x=bandwidth_z, bandwidth_y=bw,
-                 estimator=estimator, precision=precision, median_subsample=median_subsample)
-            for other, kernel, bw in zip(others, kernels, bandwidths, strict=True)
-        ])
+        return jnp.stack(
+            [
+                pair(
+                    z,
+                    other,
+                    kernel_x=kernel_z,
+                    kernel_y=kernel,
+                    bandwidth_x=bandwidth_z,
+                    bandwidth_y=bw,
+                    estimator=estimator,
+                    precision=precision,
+                    median_subsample=median_subsample,
+                )
+                for other, kernel, bw in zip(others, kernels, bandwidths, strict=True)
+            ]
+        )
     unbiased = estimator == "unbiased"
     dtype = functools.reduce(jnp.promote_types, [kernels_lib.compute_dtype(a.dtype) for a in (z, *others)])
 
@@ -171,10 +219,12 @@ def hsic_one_to_many(
         return gram_sums.centred_gram(side, unbiased=unbiased, precision=precision)
 
     lz_NxN = centred("bandwidth_z", z, kernel_z, bandwidth_z)[0]
-    k_MxNxN = jnp.concatenate([
-        centred(f"bandwidths[{m}]", other, kernel, bw)
-        for m, (other, kernel, bw) in enumerate(zip(others, kernels, bandwidths, strict=True))
-    ])
+    k_MxNxN = jnp.concatenate(
+        [
+            centred(f"bandwidths[{m}]", other, kernel, bw)
+            for m, (other, kernel, bw) in enumerate(zip(others, kernels, bandwidths, strict=True))
+        ]
+    )
     sums = gram_sums.sums_from_grams(k_MxNxN, lz_NxN, need_self=normalized)
     h_zo = gram_sums.combine(sums.s_kl_S, sums.r_k_SxN, sums.r_l_N[None], n, unbiased)
     if not normalized:
@@ -221,9 +271,18 @@ def hsic(
     validation.check_features("x", x)
     validation.check_features("y", y)
     validation.check_same_n("x", x, "y", y)
-    return batched_hsic(x[None], y, kernel_x=kernel_x, kernel_y=kernel_y, bandwidth_x=bandwidth_x,
-                        bandwidth_y=bandwidth_y, estimator=estimator, block_size=block_size,
-                        precision=precision, median_subsample=median_subsample)[0]
+    return batched_hsic(
+        x[None],
+        y,
+        kernel_x=kernel_x,
+        kernel_y=kernel_y,
+        bandwidth_x=bandwidth_x,
+        bandwidth_y=bandwidth_y,
+        estimator=estimator,
+        block_size=block_size,
+        precision=precision,
+        median_subsample=median_subsample,
+    )[0]
 
 
 def normalized_hsic(
@@ -248,9 +307,19 @@ def normalized_hsic(
     validation.check_features("x", x)
     validation.check_features("y", y)
     validation.check_same_n("x", x, "y", y)
-    return batched_hsic(x[None], y, kernel_x=kernel_x, kernel_y=kernel_y, bandwidth_x=bandwidth_x,
-                        bandwidth_y=bandwidth_y, estimator=estimator, block_size=block_size,
-                        precision=precision, median_subsample=median_subsample, normalized=True)[0]
+    return batched_hsic(
+        x[None],
+        y,
+        kernel_x=kernel_x,
+        kernel_y=kernel_y,
+        bandwidth_x=bandwidth_x,
+        bandwidth_y=bandwidth_y,
+        estimator=estimator,
+        block_size=block_size,
+        precision=precision,
+        median_subsample=median_subsample,
+        normalized=True,
+    )[0]
 
 
 def linear_hsic(x: Array, y: Array, *, precision: str = "exact") -> Array:
@@ -259,8 +328,9 @@ def linear_hsic(x: Array, y: Array, *, precision: str = "exact") -> Array:
     validation.check_features("y", y)
     n = validation.check_same_n("x", x, "y", y)
     xc, yc = kernels_lib.center_features(x), kernels_lib.center_features(y)
-    cross = lax.dot_general(yc, xc, (((0,), (0,)), ((), ())),
-                            precision=kernels_lib.matmul_precision(precision))
+    cross = lax.dot_general(
+        yc, xc, (((0,), (0,)), ((), ())), precision=kernels_lib.matmul_precision(precision)
+    )
     return jnp.sum(cross * cross) / ((n - 1.0) * (n - 1.0))
 
 

@@ -19,8 +19,9 @@ from infotok_jax.estimators import gram_sums, kernels, validation
 Array = jax.Array
 
 
-def _centred_gram(name: str, x: Array, kernel: str, bandwidth: object, unbiased: bool, precision: str,
-                  median_subsample: int) -> Array:
+def _centred_gram(
+    name: str, x: Array, kernel: str, bandwidth: object, unbiased: bool, precision: str, median_subsample: int
+) -> Array:
     xc = kernels.center_features(x)
     bw = bandwidth_lib.resolve_bandwidth(name, bandwidth, xc, kernel, median_subsample, xc.dtype)
     sqn = jnp.sum(xc * xc, axis=1)

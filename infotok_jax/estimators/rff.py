@@ -54,10 +54,12 @@ def rff_hsic(
     validation.check_features("x", x)
     validation.check_features("y", y)
     validation.check_same_n("x", x, "y", y)
-    bw_x = bandwidth_lib.resolve_bandwidth("bandwidth_x", bandwidth_x, x, "gaussian", median_subsample,
-                                           kernels.compute_dtype(x.dtype))
-    bw_y = bandwidth_lib.resolve_bandwidth("bandwidth_y", bandwidth_y, y, "gaussian", median_subsample,
-                                           kernels.compute_dtype(y.dtype))
+    bw_x = bandwidth_lib.resolve_bandwidth(
+        "bandwidth_x", bandwidth_x, x, "gaussian", median_subsample, kernels.compute_dtype(x.dtype)
+    )
+    bw_y = bandwidth_lib.resolve_bandwidth(
+        "bandwidth_y", bandwidth_y, y, "gaussian", median_subsample, kernels.compute_dtype(y.dtype)
+    )
     key_x, key_y = jax.random.split(key)
     phi_x = random_fourier_features(key_x, x, bw_x, num_features)
     phi_y = random_fourier_features(key_y, y, bw_y, num_features)

@@ -26,8 +26,19 @@ from infotok_jax.evaluate.report import (
 from infotok_jax.evaluate.understanding import chance_levels, evaluate_understanding, possible_answers
 
 __all__ = [
-    "PSNR_CAP_DB", "chance_levels", "derangement", "evaluate_generation", "evaluate_information",
+    "PSNR_CAP_DB",
+    "chance_levels",
+    "derangement",
+    "evaluate_generation",
+    "evaluate_information",
     "evaluate_reconstruction",
-    "evaluate_splits", "evaluate_understanding", "flatten_metrics", "generation_grid", "markdown_table",
-    "possible_answers", "qa_grid", "to_json", "write_report",
+    "evaluate_splits",
+    "evaluate_understanding",
+    "flatten_metrics",
+    "generation_grid",
+    "markdown_table",
+    "possible_answers",
+    "qa_grid",
+    "to_json",
+    "write_report",
 ]

@@ -23,8 +23,10 @@ def take_batches(batches: Iterable[Batch], max_batches: int | None) -> Iterator[
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches={max_batches} must be >= 1 or None (the whole iterable)")
     if max_batches is None and hasattr(batches, "num_steps") and batches.num_steps is None:
-        raise ValueError("batches is an endless pipeline (num_epochs=None); pass max_batches= or build it "
-                         "with infotok_jax.data.iterate_numpy / num_epochs=1")
+        raise ValueError(
+            "batches is an endless pipeline (num_epochs=None); pass max_batches= or build it "
+            "with infotok_jax.data.iterate_numpy / num_epochs=1"
+        )
     yield from itertools.islice(batches, max_batches)
 
 
@@ -32,8 +34,9 @@ def as_images(images: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """float32 images in [0, 1] of exactly `shape` from a numpy/jax array (uint8 or float), else an error."""
     arr = np.asarray(images)
     if arr.shape != tuple(shape):
-        raise ValueError(f"{name} gave images of shape {arr.shape}; expected {tuple(shape)} "
-                         "(batch, height, width, 3)")
+        raise ValueError(
+            f"{name} gave images of shape {arr.shape}; expected {tuple(shape)} (batch, height, width, 3)"
+        )
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if not np.issubdtype(arr.dtype, np.floating):

@@ -22,8 +22,10 @@ def tokens_to_grid(z_BxNxD: jax.Array, grid: int) -> jax.Array:
     """(B, N, D) row-major tokens -> (B, grid, grid, D); raises if N != grid**2."""
     b, n, d = z_BxNxD.shape
     if n != grid * grid:
-        raise ValueError(f"decoder got {n} tokens but the config implies a {grid}x{grid} grid; "
-                         "check image_size and patch_size")
+        raise ValueError(
+            f"decoder got {n} tokens but the config implies a {grid}x{grid} grid; "
+            "check image_size and patch_size"
+        )
     return z_BxNxD.reshape(b, grid, grid, d)
 
 
@@ -43,12 +45,14 @@ class ConvDecoder(nn.Module):
         channels = conv_stage_channels(self.width, self.patch_size, self.max_mult)
         grid = self.image_size // self.patch_size
         h = tokens_to_grid(z_BxNxD.astype(self.dtype), grid)
-        h = layers.conv(channels[-1], 3, dtype=self.dtype, names=("height", "width", None, "conv_out"),
-                        name="stem")(h)
+        h = layers.conv(
+            channels[-1], 3, dtype=self.dtype, names=("height", "width", None, "conv_out"), name="stem"
+        )(h)
         for level in range(len(channels) - 1, 0, -1):
             for j in range(self.num_blocks):
-                h = layers.ResBlock(channels[level], self.num_groups, dtype=self.dtype,
-                                    name=f"res_{level}_{j}")(h)
+                h = layers.ResBlock(
+                    channels[level], self.num_groups, dtype=self.dtype, name=f"res_{level}_{j}"
+                )(h)
             h = layers.Upsample(channels[level - 1], dtype=self.dtype, name=f"up_{level}")(h)
         if len(channels) == 1:
             for j in range(self.num_blocks):
@@ -76,13 +80,15 @@ class ViTDecoder(nn.Module):
         b, n, _ = z_BxNxD.shape
         tokens_to_grid(z_BxNxD, grid)
         h_BxNxC = layers.dense(self.width, (None, "embed"), dtype=self.dtype, name="embed")(
-            z_BxNxD.astype(self.dtype))
+            z_BxNxD.astype(self.dtype)
+        )
         pos_NxC = self.param("pos_embedding", position_embedding_init(), (n, self.width), jnp.float32)
         h_BxNxC = h_BxNxC + pos_NxC[None].astype(self.dtype)
         h_BxNxC = nn.with_logical_constraint(h_BxNxC, ("batch", "length", "embed"))
         for j in range(self.num_blocks):
-            h_BxNxC = layers.TransformerBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
-                                              name=f"block_{j}")(h_BxNxC)
+            h_BxNxC = layers.TransformerBlock(
+                self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block_{j}"
+            )(h_BxNxC)
         h_BxNxC = layers.layer_norm(dtype=self.dtype, name="norm_out")(h_BxNxC)
         pix_BxNxP = layers.dense(p * p * 3, ("embed", None), dtype=self.dtype, name="to_pixels")(h_BxNxC)
         img = pix_BxNxP.reshape(b, grid, grid, p, p, 3).transpose(0, 1, 3, 2, 4, 5)

@@ -45,8 +45,9 @@ class ConvEncoder(nn.Module):
     @nn.compact
     def __call__(self, images_BxHxWx3: jax.Array) -> jax.Array:
         channels = conv_stage_channels(self.width, self.patch_size, self.max_mult)
-        h = layers.conv(channels[0], 3, dtype=self.dtype, names=("height", "width", None, "conv_out"),
-                        name="stem")(images_BxHxWx3.astype(self.dtype))
+        h = layers.conv(
+            channels[0], 3, dtype=self.dtype, names=("height", "width", None, "conv_out"), name="stem"
+        )(images_BxHxWx3.astype(self.dtype))
         for level, ch in enumerate(channels[1:], start=1):
             h = layers.Downsample(ch, dtype=self.dtype, name=f"down_{level}")(h)
             for j in range(self.num_blocks):
@@ -73,10 +74,16 @@ class ViTEncoder(nn.Module):
     def __call__(self, images_BxHxWx3: jax.Array) -> jax.Array:
         p = self.patch_size
         patch_embed = nn.Conv(
-            self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-            kernel_init=layers.partitioned(nn.initializers.lecun_normal(),
-                                           ("height", "width", None, "embed")),
-            bias_init=layers.partitioned(nn.initializers.zeros_init(), ("embed",)), name="patch_embed",
+            self.width,
+            (p, p),
+            strides=(p, p),
+            padding="VALID",
+            dtype=self.dtype,
+            kernel_init=layers.partitioned(
+                nn.initializers.lecun_normal(), ("height", "width", None, "embed")
+            ),
+            bias_init=layers.partitioned(nn.initializers.zeros_init(), ("embed",)),
+            name="patch_embed",
         )
         h = patch_embed(images_BxHxWx3.astype(self.dtype))
         b, gh, gw, c = h.shape
@@ -85,6 +92,7 @@ class ViTEncoder(nn.Module):
         h_BxNxC = h_BxNxC + pos_NxC[None].astype(self.dtype)
         h_BxNxC = nn.with_logical_constraint(h_BxNxC, ("batch", "length", "embed"))
         for j in range(self.num_blocks):
-            h_BxNxC = layers.TransformerBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
-                                              name=f"block_{j}")(h_BxNxC)
+            h_BxNxC = layers.TransformerBlock(
+                self.num_heads, self.mlp_dim, dtype=self.dtype, name=f"block_{j}"
+            )(h_BxNxC)
         return layers.layer_norm(dtype=self.dtype, name="norm_out")(h_BxNxC)

@@ -38,18 +38,24 @@ class GaussianHead(nn.Module):
     @nn.compact
     def __call__(self, mean_BxNxD: jax.Array, features_BxNxC: jax.Array, *, train: bool) -> dict:
         if mean_BxNxD.shape[-1] != self.dim:
-            raise ValueError(f"GaussianHead: mean has width {mean_BxNxD.shape[-1]}, "
-                             f"expected token_dim={self.dim}")
+            raise ValueError(
+                f"GaussianHead: mean has width {mean_BxNxD.shape[-1]}, expected token_dim={self.dim}"
+            )
         log_var = layers.dense(
-            self.dim, ("embed", None), dtype=self.dtype, name="log_var",
+            self.dim,
+            ("embed", None),
+            dtype=self.dtype,
+            name="log_var",
             bias_init=nn.initializers.constant(self.init_log_var),
         )(features_BxNxC)
         log_var_BxNxD = jnp.clip(log_var.astype(jnp.float32), self.min_log_var, self.max_log_var)
         mean_BxNxD = mean_BxNxD.astype(jnp.float32)
         if train:
             if not self.has_rng("sample"):
-                raise ValueError("quantizer='gaussian' with train=True samples z: pass rngs={'sample': key} "
-                                 "to apply (or use train=False for the mean)")
+                raise ValueError(
+                    "quantizer='gaussian' with train=True samples z: pass rngs={'sample': key} "
+                    "to apply (or use train=False for the mean)"
+                )
             eps_BxNxD = jax.random.normal(self.make_rng("sample"), mean_BxNxD.shape, jnp.float32)
             z_BxNxD = mean_BxNxD + jnp.exp(0.5 * log_var_BxNxD) * eps_BxNxD
         else:

@@ -31,20 +31,39 @@ def partitioned(init: nn.initializers.Initializer, names: tuple[str | None, ...]
     return nn.with_logical_partitioning(init, names)
 
 
-def conv(features: int, kernel: int, *, dtype: Dtype, strides: int = 1, names: tuple = CONV_NAMES,
-         zero_init: bool = False, name: str | None = None) -> nn.Conv:
+def conv(
+    features: int,
+    kernel: int,
+    *,
+    dtype: Dtype,
+    strides: int = 1,
+    names: tuple = CONV_NAMES,
+    zero_init: bool = False,
+    name: str | None = None,
+) -> nn.Conv:
     """A square 'SAME' convolution whose kernel and bias carry logical axis names."""
     kernel_init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
     return nn.Conv(
-        features, (kernel, kernel), strides=(strides, strides), padding="SAME", dtype=dtype,
-        kernel_init=partitioned(kernel_init, names), bias_init=partitioned(nn.initializers.zeros_init(),
-                                                                           (names[-1],)),
+        features,
+        (kernel, kernel),
+        strides=(strides, strides),
+        padding="SAME",
+        dtype=dtype,
+        kernel_init=partitioned(kernel_init, names),
+        bias_init=partitioned(nn.initializers.zeros_init(), (names[-1],)),
         name=name,
     )
 
 
-def dense(features: int, names: tuple[str | None, str | None], *, dtype: Dtype, zero_init: bool = False,
-          name: str | None = None, bias_init: nn.initializers.Initializer | None = None) -> nn.Dense:
+def dense(
+    features: int,
+    names: tuple[str | None, str | None],
+    *,
+    dtype: Dtype,
+    zero_init: bool = False,
+    name: str | None = None,
+    bias_init: nn.initializers.Initializer | None = None,
+) -> nn.Dense:
     """A Dense layer whose (in, out) kernel carries `names` and whose bias carries the output name.
 
     (Multi-axis kernels are built with self.param + einsum instead: nn.DenseGeneral initializes them
@@ -52,25 +71,32 @@ def dense(features: int, names: tuple[str | None, str | None], *, dtype: Dtype, 
     """
     kernel_init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
     return nn.Dense(
-        features, dtype=dtype, kernel_init=partitioned(kernel_init, names),
-        bias_init=partitioned(bias_init or nn.initializers.zeros_init(), names[-1:]), name=name,
+        features,
+        dtype=dtype,
+        kernel_init=partitioned(kernel_init, names),
+        bias_init=partitioned(bias_init or nn.initializers.zeros_init(), names[-1:]),
+        name=name,
     )
 
 
 def group_norm(num_groups: int, *, dtype: Dtype, name: str | None = None) -> nn.GroupNorm:
     """GroupNorm over channels (statistics in float32) with logically named scale and bias."""
     return nn.GroupNorm(
-        num_groups=num_groups, dtype=dtype,
+        num_groups=num_groups,
+        dtype=dtype,
         scale_init=partitioned(nn.initializers.ones_init(), ("conv_out",)),
-        bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)), name=name,
+        bias_init=partitioned(nn.initializers.zeros_init(), ("conv_out",)),
+        name=name,
     )
 
 
 def layer_norm(*, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm over the model width with logically named scale and bias."""
     return nn.LayerNorm(
-        dtype=dtype, scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
-        bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)), name=name,
+        dtype=dtype,
+        scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
+        bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)),
+        name=name,
     )
 
 
@@ -125,8 +151,14 @@ class TransformerBlock(nn.Module):
     mlp_dim: int
     dtype: Dtype = jnp.float32
 
-    def _weight(self, name: str, shape: tuple[int, ...], names: tuple[str, ...], in_axis: int | tuple,
-                out_axis: int | tuple) -> jax.Array:
+    def _weight(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        names: tuple[str, ...],
+        in_axis: int | tuple,
+        out_axis: int | tuple,
+    ) -> jax.Array:
         init = nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis)
         return self.param(name, partitioned(init, names), shape, jnp.float32).astype(self.dtype)
 
@@ -149,8 +181,11 @@ class TransformerBlock(nn.Module):
         logits_BxHxNxN = jnp.einsum("bqhk,bmhk->bhqm", q_BxNxHxK, k_BxNxHxK).astype(jnp.float32)
         weights_BxHxNxN = jax.nn.softmax(logits_BxHxNxN / jnp.sqrt(float(head_dim)), axis=-1)
         attn_BxNxHxK = jnp.einsum("bhqm,bmhk->bqhk", weights_BxHxNxN.astype(self.dtype), v_BxNxHxK)
-        out = jnp.einsum("bnhk,hkc->bnc", attn_BxNxHxK,
-                         self._weight("out", (*heads, width), ("heads", "kv", "embed"), (0, 1), 2))
+        out = jnp.einsum(
+            "bnhk,hkc->bnc",
+            attn_BxNxHxK,
+            self._weight("out", (*heads, width), ("heads", "kv", "embed"), (0, 1), 2),
+        )
         out = out + self._bias("out_bias", (width,), ("embed",))[None, None]
         x_BxNxC = x_BxNxC + out
         x_BxNxC = nn.with_logical_constraint(x_BxNxC, ("batch", "length", "embed"))

@@ -78,8 +78,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _fail("quantizer", c.quantizer, f"choose one of {QUANTIZERS}")
     if c.dtype not in DTYPES:
         _fail("dtype", c.dtype, f"choose one of {tuple(DTYPES)}")
-    for field in ("image_size", "patch_size", "width", "token_dim", "num_heads", "mlp_dim", "conv_max_mult",
-                  "norm_groups"):
+    for field in (
+        "image_size",
+        "patch_size",
+        "width",
+        "token_dim",
+        "num_heads",
+        "mlp_dim",
+        "conv_max_mult",
+        "norm_groups",
+    ):
         if int(c[field]) < 1:
             _fail(field, c[field], "must be a positive integer")
     if c.num_blocks < 0:
@@ -136,20 +144,29 @@ class SharedTokenizer(nn.Module):
         validate_config(c)
         dtype = DTYPES[c.dtype]
         if c.encoder == "conv":
-            self.encoder = ConvEncoder(c.width, c.patch_size, c.num_blocks, c.conv_max_mult, c.norm_groups,
-                                       dtype)
+            self.encoder = ConvEncoder(
+                c.width, c.patch_size, c.num_blocks, c.conv_max_mult, c.norm_groups, dtype
+            )
         else:
             self.encoder = ViTEncoder(c.width, c.patch_size, c.num_blocks, c.num_heads, c.mlp_dim, dtype)
         if (c.decoder or c.encoder) == "conv":
-            self.decoder = ConvDecoder(c.width, c.patch_size, c.image_size, c.num_blocks, c.conv_max_mult,
-                                       c.norm_groups, dtype)
+            self.decoder = ConvDecoder(
+                c.width, c.patch_size, c.image_size, c.num_blocks, c.conv_max_mult, c.norm_groups, dtype
+            )
         else:
-            self.decoder = ViTDecoder(c.width, c.patch_size, c.image_size, c.num_blocks, c.num_heads,
-                                      c.mlp_dim, dtype)
+            self.decoder = ViTDecoder(
+                c.width, c.patch_size, c.image_size, c.num_blocks, c.num_heads, c.mlp_dim, dtype
+            )
         self.to_latent = layers.dense(c.token_dim, ("embed", None), dtype=dtype)
         if c.quantizer == "vq":
-            self.quantizer = VectorQuantizer(c.codebook_size, c.token_dim, c.vq_commitment, c.ema_decay,
-                                             c.dead_code_threshold, c.vq_logit_temperature)
+            self.quantizer = VectorQuantizer(
+                c.codebook_size,
+                c.token_dim,
+                c.vq_commitment,
+                c.ema_decay,
+                c.dead_code_threshold,
+                c.vq_logit_temperature,
+            )
         elif c.quantizer == "fsq":
             self.quantizer = FiniteScalarQuantizer(tuple(int(v) for v in c.fsq_levels), c.token_dim)
         elif c.quantizer == "gaussian":
@@ -158,14 +175,17 @@ class SharedTokenizer(nn.Module):
     def _check_images(self, images: jax.Array) -> None:
         s = self.config.image_size
         if images.ndim != 4 or images.shape[1:] != (s, s, 3):
-            raise ValueError(f"images must be (B, {s}, {s}, 3) floats in [0, 1] (config.image_size={s}); "
-                             f"got shape {images.shape}")
+            raise ValueError(
+                f"images must be (B, {s}, {s}, 3) floats in [0, 1] (config.image_size={s}); "
+                f"got shape {images.shape}"
+            )
 
     def encode(self, images_BxHxWx3: jax.Array, *, train: bool = False) -> dict:
         """Images in [0, 1] -> dict with z_pre, z, indices and per-quantizer extras, losses, metrics."""
         self._check_images(images_BxHxWx3)
-        x = nn.with_logical_constraint(images_BxHxWx3.astype(jnp.float32) * 2.0 - 1.0,
-                                       ("batch", None, None, None))
+        x = nn.with_logical_constraint(
+            images_BxHxWx3.astype(jnp.float32) * 2.0 - 1.0, ("batch", None, None, None)
+        )
         features_BxNxC = self.encoder(x)
         z_pre_BxNxD = self.to_latent(features_BxNxC).astype(jnp.float32)
         z_pre_BxNxD = nn.with_logical_constraint(z_pre_BxNxD, ("batch", "length", None))
@@ -185,8 +205,9 @@ class SharedTokenizer(nn.Module):
     def decode(self, z_BxNxD: jax.Array) -> jax.Array:
         """Token latents (B, N, D) -> images (B, H, W, 3) in the [0, 1] scale (unclamped, float32)."""
         if z_BxNxD.ndim != 3 or z_BxNxD.shape[-1] != self.config.token_dim:
-            raise ValueError(f"decode expects z of shape (B, N, token_dim={self.config.token_dim}); "
-                             f"got {z_BxNxD.shape}")
+            raise ValueError(
+                f"decode expects z of shape (B, N, token_dim={self.config.token_dim}); got {z_BxNxD.shape}"
+            )
         return (self.decoder(z_BxNxD).astype(jnp.float32) + 1.0) * 0.5
 
     def __call__(self, images_BxHxWx3: jax.Array, *, train: bool) -> dict:
@@ -197,8 +218,10 @@ class SharedTokenizer(nn.Module):
 
     def _require_discrete(self, what: str) -> None:
         if self.config.quantizer not in ("vq", "fsq"):
-            raise ValueError(f"{what} needs a discrete tokenizer: config.quantizer is "
-                             f"{self.config.quantizer!r}, use 'vq' or 'fsq'")
+            raise ValueError(
+                f"{what} needs a discrete tokenizer: config.quantizer is "
+                f"{self.config.quantizer!r}, use 'vq' or 'fsq'"
+            )
 
     def encode_to_indices(self, images_BxHxWx3: jax.Array) -> jax.Array:
         """Images -> (B, N) int32 code indices (eval mode; no state update)."""

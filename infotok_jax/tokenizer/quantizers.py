@@ -76,12 +76,19 @@ class VectorQuantizer(nn.Module):
         def boxed(names, make):
             return lambda: nn.LogicallyPartitioned(make(), names)
 
-        self.codebook_var = self.variable("state", "codebook", boxed(
-            ("codebook", None), lambda: jax.random.normal(self.make_rng("params"), (k, d), jnp.float32)))
-        self.usage_var = self.variable("state", "ema_usage", boxed(
-            ("codebook",), lambda: jnp.zeros((k,), jnp.float32)))
-        self.sums_var = self.variable("state", "ema_sums", boxed(
-            ("codebook", None), lambda: jnp.zeros((k, d), jnp.float32)))
+        self.codebook_var = self.variable(
+            "state",
+            "codebook",
+            boxed(
+                ("codebook", None), lambda: jax.random.normal(self.make_rng("params"), (k, d), jnp.float32)
+            ),
+        )
+        self.usage_var = self.variable(
+            "state", "ema_usage", boxed(("codebook",), lambda: jnp.zeros((k,), jnp.float32))
+        )
+        self.sums_var = self.variable(
+            "state", "ema_sums", boxed(("codebook", None), lambda: jnp.zeros((k, d), jnp.float32))
+        )
         self.steps_var = self.variable("state", "steps", boxed((), lambda: jnp.zeros((), jnp.int32)))
 
     def codebook(self) -> jax.Array:
@@ -128,13 +135,17 @@ class VectorQuantizer(nn.Module):
         ema_sums_KxD = decay * self.sums_var.value + (1.0 - decay) * sums_KxD / m
         live_K = usage_K > _TINY
         safe_usage_K = jnp.where(live_K, usage_K, 1.0)
-        codebook_KxD = jnp.where(live_K[:, None], ema_sums_KxD / safe_usage_K[:, None],
-                                 self.codebook_var.value)
+        codebook_KxD = jnp.where(
+            live_K[:, None], ema_sums_KxD / safe_usage_K[:, None], self.codebook_var.value
+        )
 
         dead_K = usage_K < threshold
         steps = self.steps_var.value
-        key = self.make_rng("revive") if self.has_rng("revive") else jax.random.fold_in(
-            jax.random.PRNGKey(0), steps)
+        key = (
+            self.make_rng("revive")
+            if self.has_rng("revive")
+            else jax.random.fold_in(jax.random.PRNGKey(0), steps)
+        )
         pick_K = jax.random.choice(key, m, shape=(k,), replace=m < k)
         fresh_KxD = jnp.take(z_MxD, pick_K, axis=0)
         self.codebook_var.value = jnp.where(dead_K[:, None], fresh_KxD, codebook_KxD)
@@ -180,8 +191,9 @@ class FiniteScalarQuantizer(nn.Module):
         half_l = (levels - 1.0) * (1.0 - 1e-3) / 2.0
         offset = np.where(levels % 2 == 0, 0.5, 0.0)
         shift = np.arctanh(offset / half_l)
-        return (jnp.tanh(z_BxNxd + _per_channel(shift, jnp.float32)) * _per_channel(half_l, jnp.float32)
-                - _per_channel(offset, jnp.float32))
+        return jnp.tanh(z_BxNxd + _per_channel(shift, jnp.float32)) * _per_channel(
+            half_l, jnp.float32
+        ) - _per_channel(offset, jnp.float32)
 
     def quantize(self, z_BxNxd: jax.Array) -> jax.Array:
         """Normalized codes in [-1, 1] (straight-through rounding)."""
