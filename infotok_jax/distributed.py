@@ -16,6 +16,7 @@ rather than a silent fallback to auto-detection.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -169,16 +170,24 @@ def initialize(
     return True
 
 
+_barrier_uses: collections.Counter[str] = collections.Counter()
+
+
 def barrier(name: str, timeout_seconds: int = 3600) -> None:
     """Blocks until every process reaches the barrier `name` (coordination service, no device collective).
 
-    Each name may be used once per run. A no-op on one process.
+    Unlike a device collective (e.g. `multihost_utils.sync_global_devices`), which on CPU must
+    rendezvous within 30 s, this waits up to `timeout_seconds`, so it can cover long host-side work such
+    as building a dataset on process 0. A name may be reused: each use is a new barrier, so every
+    process must pass the same names in the same order. A no-op on one process.
     """
     if jax.process_count() == 1:
         return
     from orbax.checkpoint import multihost
 
-    multihost.sync_global_processes(name, timeout=timeout_seconds, processes=set(range(jax.process_count())))
+    _barrier_uses[name] += 1
+    key = f"{name} #{_barrier_uses[name]}"
+    multihost.sync_global_processes(key, timeout=timeout_seconds, processes=set(range(jax.process_count())))
 
 
 def _signature(leaf: Any) -> tuple:
@@ -212,6 +221,6 @@ class CompiledTogether:
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._jitted.lower(*args).compile()
-            barrier(f"compiled {self._name} #{len(self._compiled)}")
+            barrier(f"compiled {self._name}")
             self._compiled[key] = compiled
         return compiled(*dynamic)

@@ -1,7 +1,7 @@
 """Runs one command as N cooperating JAX processes on this machine, each with its own simulated CPU devices.
 
     python launch/local_multiprocess.py --num_processes=2 --devices_per_process=2 -- \
-        python -m infotok_jax.train --config=experiments/configs/tiny.py --workdir=/tmp/w --distributed
+        python -m infotok_jax.train --config=experiments/configs/host.py:tiny --workdir=/tmp/w --distributed
 
 Each child gets INFOTOK_COORDINATOR_ADDRESS=127.0.0.1:<free port>, INFOTOK_NUM_PROCESSES, INFOTOK_PROCESS_ID
 (read by `infotok_jax.distributed.initialize`), JAX_PLATFORMS=cpu and

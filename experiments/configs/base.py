@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from infotok_jax import config_args, infotok
+from infotok_jax import config_args, infotok, sharding
 from infotok_jax.data import experiment_data
 from infotok_jax.mllm import hosts
 from infotok_jax.training import optimizer
@@ -56,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 2000  # checkpoint period (plus the final step and on SIGTERM)
     config.keep_checkpoints = 3  # checkpoints kept on disk
     config.mesh_shape = MESHES[args["mesh"]]  # (data, fsdp, model); -1 takes the remaining devices
+    config.logical_axis_rules = sharding.LOGICAL_AXIS_RULES  # logical axis -> mesh axes
     config.init_from = ""  # optional checkpoint dir to take parameters from
 
     config.data = experiment_data.default_config(f"tfds:{args['dataset']}")  # TFDS array_record in data_dir

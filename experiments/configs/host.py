@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from infotok_jax import config_args, infotok
+from infotok_jax import config_args, infotok, sharding
 from infotok_jax.data import experiment_data
 from infotok_jax.mllm import hosts
 from infotok_jax.training import optimizer
@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 250  # checkpoint period (plus the final step and on SIGTERM)
     config.keep_checkpoints = 2  # checkpoints kept on disk
     config.mesh_shape = (-1, 1, 1)  # (data, fsdp, model); one -1 is filled with the remaining devices
+    config.logical_axis_rules = sharding.LOGICAL_AXIS_RULES  # logical axis -> mesh axes
     config.init_from = ""  # optional checkpoint dir to take parameters from (resume order in trainer.py)
 
     config.data = experiment_data.default_config("scenes")  # dataset, batch and text settings

@@ -13,9 +13,9 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from infotok_jax import distributed
 from infotok_jax.data import pipeline, preparation, scenes_render, scenes_spec
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.data.tfds_adapter import TextLengths
@@ -87,8 +87,7 @@ def ensure_prepared(c: ml_collections.ConfigDict) -> preparation.PreparedDataset
         return None
     if jax.process_index() == 0:
         preparation.prepare(c.name, c.data_dir, **builder_kwargs(c))
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"prepared {c.name}")
+    distributed.barrier(f"prepared {c.name}")
     prepared = preparation.open_prepared(c.name, c.data_dir, **builder_kwargs(c))
     vocab_size = WordTokenizer.load(prepared.tokenizer_path).vocab_size
     if vocab_size > c.text_vocab_size:

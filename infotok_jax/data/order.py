@@ -69,20 +69,6 @@ def stream_position_to_example(position: int, num_examples: int, seed: int, shuf
     return int(permutation(seed, epoch, num_examples)[pos]), epoch
 
 
-def step_example_ids(
-    step: int, global_batch_size: int, num_examples: int, seed: int, shuffle: bool
-) -> np.ndarray:
-    """Example ids of global batch `step` (all hosts together), int64 (G,)."""
-    start = int(step) * global_batch_size
-    return np.array(
-        [
-            stream_position_to_example(start + r, num_examples, seed, shuffle)[0]
-            for r in range(global_batch_size)
-        ],
-        np.int64,
-    )
-
-
 def qa_key(seed: int, epoch: int, example_id: int) -> int:
     """Deterministic 31-bit key from (seed, epoch, example id) (splitmix64 finaliser)."""
     x = (int(seed) * 0x9E3779B97F4A7C15 + int(epoch) * 0xBF58476D1CE4E5B9 + int(example_id)) & _MASK64

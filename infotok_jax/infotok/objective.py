@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -70,6 +71,12 @@ def rate_nats_per_token(tokenizer_out: dict[str, Array]) -> Array:
     raise ValueError("the VIB rate needs a 'gaussian' or 'vq' tokenizer (no mean/log_var or code_logits)")
 
 
+def _check_views(x_view_BxF: Array, z_BxNxD: Array, y_BxE: Array, t_BxE: Array) -> None:
+    """Trace-time check that every view is one row per example of the same batch."""
+    chex.assert_rank([x_view_BxF, z_BxNxD, y_BxE, t_BxE], [2, 3, 2, 2])
+    chex.assert_equal_shape_prefix([x_view_BxF, z_BxNxD, y_BxE, t_BxE], prefix_len=1)
+
+
 def regularizer(
     config: ml_collections.ConfigDict,
     *,
@@ -88,6 +95,7 @@ def regularizer(
     """
     if config.estimator == "none":
         return jnp.zeros((), jnp.float32), {}
+    _check_views(x_view_BxF, z_BxNxD, y_BxE, t_BxE)
     weight = warmup_factor(step, config.warmup_steps)
     metrics = {"infotok/weight": weight}
     loss = jnp.zeros((), jnp.float32)
@@ -136,6 +144,7 @@ def dependence_metrics(
     Always the biased normalized HSIC with Gaussian kernels and median bandwidths, whatever the arm
     trains with, so that arms are compared on one scale.
     """
+    _check_views(x_view_BxF, z_BxNxD, y_BxE, t_BxE)
     z_view = views.token_view(z_BxNxD.astype(jnp.float32), config.z_view)
     xz, zy, zt = estimators.hsic_one_to_many(z_view, [x_view_BxF, y_BxE, t_BxE], normalized=True)
     metrics = {
