@@ -2,8 +2,10 @@
 
 `evaluate_information(encode_fn, batches)` collects `num_examples` (default 512) images, encodes them
 with `encode_fn(images_BxHxWx3) -> z_BxNxD` and measures, with the biased normalized HSIC (CKA with
-Gaussian kernels, median-heuristic bandwidths: the scale of the training binary's `eval/nhsic_*`,
-computed here in float64 numpy):
+Gaussian kernels, median-heuristic bandwidths, as the training binary's `eval/nhsic_*`, computed here in
+float64 numpy; the variables differ: here Y is always the scene attributes and N the nuisance, while the
+training binary's `eval/nhsic_zy` uses the run's own relevance target, the question/answer text by
+default):
 
   nhsic_xz   Z vs the pixels X (flattened, optionally average-pooled to `x_view_size`): compression
   nhsic_zy   Z vs Y = every attribute of every object, bound to its cell (per cell: presence and one-hot

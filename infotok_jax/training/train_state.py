@@ -144,8 +144,8 @@ class _SeededStep:
     def lower(self, state: TrainState, batch: Batch) -> _SeededStep:
         return _SeededStep(self._stage.lower(state, batch, self._seed_array), self._seed_array)
 
-    def compile(self) -> _SeededStep:
-        return _SeededStep(self._stage.compile(), self._seed_array)
+    def compile(self, *args: Any, **kwargs: Any) -> _SeededStep:
+        return _SeededStep(self._stage.compile(*args, **kwargs), self._seed_array)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stage, name)
