@@ -19,7 +19,6 @@ from infotok_jax import distributed
 from infotok_jax.data import pipeline, preparation, scenes_render, scenes_spec
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.data.tfds_adapter import TextLengths
-from infotok_jax.training import config_checks
 
 
 def default_data_dir() -> str:
@@ -82,7 +81,6 @@ def builder_kwargs(c: ml_collections.ConfigDict) -> dict:
 
 def ensure_prepared(c: ml_collections.ConfigDict) -> preparation.PreparedDataset | None:
     """Builds the dataset if needed (process 0 only; the other processes wait), then verifies it."""
-    config_checks.check_local_data_dir(c.data_dir)
     if c.name.startswith("tfds:"):
         return None
     if jax.process_index() == 0:

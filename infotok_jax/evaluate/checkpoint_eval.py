@@ -27,7 +27,7 @@ from infotok_jax.data import experiment_data
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.evaluate import report
 from infotok_jax.mllm import hosts
-from infotok_jax.training import checkpointing, train_state
+from infotok_jax.training import checkpointing, config_checks, train_state
 from infotok_jax.training.task import Task
 
 
@@ -91,6 +91,7 @@ def evaluate_checkpoint(
     workdir = epath.Path(workdir)
     if config.task != "host":
         raise ValueError(f"config.task={config.task!r}: the evaluation binary scores MLLM hosts ('host')")
+    config_checks.check_local_data_dir(config.data.data_dir)
     mesh = sharding_lib.make_mesh(config.mesh_shape)
     variables, step = restore_variables(task, config, workdir, mesh)
     with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
