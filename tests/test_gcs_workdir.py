@@ -124,12 +124,13 @@ def test_epath_modules_write_to_the_bucket(emulator, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     import numpy as np
 
-    from infotok_jax.training import checkpointing, config_checks, plots, reporting
+    from infotok_jax import storage
+    from infotok_jax.training import config_checks, plots, reporting
 
     workdir = f"gs://{BUCKET}/unit"
     config_checks.check_workdir_writable(workdir)
-    checkpointing.write_atomically(f"{workdir}/a.json", '{"x": 1}')
-    checkpointing.write_atomically(f"{workdir}/a.json", '{"x": 2}')
+    storage.write_text_atomic(f"{workdir}/a.json", '{"x": 1}')
+    storage.write_text_atomic(f"{workdir}/a.json", '{"x": 2}')
     plots.save_image_grid(f"{workdir}/images/g.png", np.zeros((2, 3, 4, 4, 3)))
     writer = reporting.MetricWriter(workdir, enabled=True, sync_every_secs=0.0)
     writer.write_scalars(1, {"loss": 2.0})

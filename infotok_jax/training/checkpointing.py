@@ -79,11 +79,6 @@ def incompatible_fields(saved: dict, current: dict) -> list[str]:
     ]
 
 
-def write_atomically(path: epath.PathLike, text: str) -> None:
-    """Writes `text` to `path` whole or not at all (local: temporary file and rename; gs://: one upload)."""
-    storage.write_text_atomic(path, text)
-
-
 def check_or_record_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
     """Refuses a workdir whose recorded config is incompatible; records the config on first use.
 
@@ -101,7 +96,7 @@ def check_or_record_config(workdir: epath.PathLike, config: ml_collections.Confi
                 "Use a new --workdir, or restore the original values of these fields to resume."
             )
     if jax.process_index() == 0:
-        write_atomically(path, config_to_json(config))
+        storage.write_text_atomic(path, config_to_json(config))
 
 
 class Checkpointer:

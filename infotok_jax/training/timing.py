@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 from etils import epath
 
+from infotok_jax import storage
+
 STAGES = ("startup_s", "compile_s", "train_s", "eval_s", "checkpoint_s")
 
 
@@ -43,11 +45,8 @@ class StageTimer:
         path = epath.Path(workdir) / "timing.json"
         totals = dict.fromkeys(STAGES, 0.0) | {"sessions": 0}
         if path.exists():
-            try:
-                totals.update(json.loads(path.read_text()))
-            except json.JSONDecodeError:  # cut by a kill during the write: start the totals again
-                pass
+            totals.update(json.loads(path.read_text()))
         for name, seconds in self.seconds.items():
             totals[name] = round(totals[name] + seconds, 3)
         totals["sessions"] += 1
-        path.write_text(json.dumps(totals, indent=1, sort_keys=True) + "\n")
+        storage.write_text_atomic(path, json.dumps(totals, indent=1, sort_keys=True) + "\n")
