@@ -240,7 +240,10 @@ def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order()
 
 
 def test_slices_follow_the_issue_order_and_run_seed_major():
-    assert [s.name for s in protocol.SLICES][:3] == ["ar_controls", "continuous_controls", "masked_controls"]
+    names = [s.name for s in protocol.SLICES][:4]
+    assert names == ["ar_headline", "ar_controls", "continuous_controls", "masked_controls"]
+    headline = protocol.plan_slice(protocol.SLICES[0], protocol.BUDGETS["tiny"])
+    assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
     runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
     assert len(runs) == 14 * 3 and [r.seed for r in runs[:14]] == [0] * 14 and runs[14].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
@@ -381,19 +384,20 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     names = sorted(p.stem for p in (tmp_path / "res" / "tiny").glob("*.json"))
     first = [r.name for r in protocol.plan_slice(protocol.SLICES[0], protocol.BUDGETS["tiny"])[:3]]
     assert names == sorted(first)  # the 3 first runs of the first slice, nothing else
-    out = tmp_path / "root" / "study" / "ar_controls" / "table.md"
+    out = tmp_path / "root" / "study" / "ar_headline" / "table.md"
     assert "| ar | none | baseline | 3 (1) |" in out.read_text()  # planned rows count their complete seeds
-    assert "| ar | hsic | hsic: full | 3 (0) |" in out.read_text()
+    assert "| ar | vib | vib: full | 3 (0) |" in out.read_text()
     capsys.readouterr()
     assert cli.main([*flags, "--status"]) == 0
     status = capsys.readouterr().out
-    assert "| 1 | ar_controls | controls | 42 | 3 | 0.0 | ar-supervised-lambda_c0-s0 |" in status
-    assert "| 7 | main | main | 27 | 1 | 0.0 | ar-vib-s0 |" in status  # ar-none-s0 is shared
+    assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | ar-vib-s0 |" in status
+    assert "| 2 | ar_controls | controls | 42 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
+    assert "| 8 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing
     table = out.read_text()
     out.unlink()
     shutil.rmtree(tmp_path / "root" / "runs")
-    assert cli.main([*flags, "--slice=ar_controls", "--aggregate_only"]) == 0
+    assert cli.main([*flags, "--slice=ar_headline", "--aggregate_only"]) == 0
     assert out.read_text() == table and len(_calls(fake_python)) == 6
     assert cli.main(["--study=nope"]) == 2  # an unknown study needs its budget
     assert cli.main([*flags, "--steps=3", "--status"]) == 2  # a preset's budget is not changed in place

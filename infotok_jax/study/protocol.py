@@ -159,17 +159,22 @@ BUDGETS: dict[str, Budget] = {
 
 @dataclasses.dataclass(frozen=True)
 class Slice:
-    """A unit of work in priority order: one sweep on some hosts over seeds."""
+    """A unit of work in priority order: one sweep on some hosts over seeds (`labels`: only the sweep's
+    variants with these labels; empty keeps them all)."""
 
     name: str
     sweep: str
     hosts: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
+    labels: tuple[str, ...] = ()
 
 
-# The issue's order: AR controls and ablations over 3 seeds, the same on continuous and masked, then the
-# capacity sweep, then the main table (at the chosen budget: a separate study name).
+HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
+# The issue's order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
+# their paired intervals come early), the same on continuous and masked, then the capacity sweep, then the
+# main table (at the chosen budget: a separate study name).
 SLICES: tuple[Slice, ...] = (
+    Slice("ar_headline", "controls", ("ar",), labels=HEADLINE_LABELS),
     Slice("ar_controls", "controls", ("ar",)),
     Slice("continuous_controls", "controls", ("continuous",)),
     Slice("masked_controls", "controls", ("masked",)),
@@ -351,6 +356,8 @@ def plan_slice(slice_: Slice, budget: Budget) -> list[Run]:
     """The runs of one slice under `budget`, seed-major (every variant of seed 0 first, so a slice cut
     short still holds complete paired sets of seeds)."""
     runs = plan(slice_.sweep, slice_.hosts, ARMS, slice_.seeds, budget.steps, budget.extra)
+    if slice_.labels:
+        runs = [r for r in runs if r.value in slice_.labels]
     return sorted(runs, key=lambda r: slice_.seeds.index(r.seed))
 
 
