@@ -1,5 +1,6 @@
 """Launchers: shellcheck, dry runs of the TPU-pod and SLURM scripts, the local multi-process launcher
-(a real 2-process x 2-device JAX job, sibling kill, timeout, signal forwarding), and the validation in
+(a real 2-process x 2-device JAX job, sibling kill, timeout, signal forwarding, the grace periods before
+SIGKILL, a kill -9'd launcher, a real worker failing after start-up), and the validation in
 `infotok_jax.distributed`.
 
 The TPU script is run with a PATH that holds no gcloud (dry runs must not need it) or a fake gcloud that
