@@ -47,7 +47,9 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`infotok-train`)."""
-    app.run(main)
+    from infotok_jax import console
+
+    console.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,25 @@
 Each child gets INFOTOK_COORDINATOR_ADDRESS=127.0.0.1:<free port>, INFOTOK_NUM_PROCESSES, INFOTOK_PROCESS_ID
 (read by `infotok_jax.distributed.initialize`), JAX_PLATFORMS=cpu and
 XLA_FLAGS=--xla_force_host_platform_device_count=<devices_per_process>. Output is streamed line by line
-with a `[p<i>]` prefix. When a child fails, or the timeout passes, or the launcher gets SIGINT/SIGTERM, the
-other children are terminated (SIGTERM to each child's process group, SIGKILL after a grace period), so a
-crashed rank never leaves its peers blocked in a collective. This is what the multi-process tests use, and
-a way to debug multi-host code paths without a pod.
+with a `[p<i>]` prefix. This is what the multi-process tests use, and a way to debug multi-host code paths
+without a pod.
+
+Stopping: the children are stopped with SIGTERM to each child's process group (the trainer checkpoints
+on SIGTERM and exits 0), and SIGKILL only once a grace period has passed:
+- SIGINT or SIGTERM to the launcher, or --timeout: `--grace_seconds` (default 120), long enough for a
+  checkpoint; a second SIGINT/SIGTERM during it kills at once;
+- a child exiting non-zero, at any time including start-up: the others get `--failed_grace_seconds`
+  (default 10), since a multi-process checkpoint cannot complete without the failed process.
+On Linux each child also gets SIGTERM when the launcher itself dies, even by kill -9
+(prctl(PR_SET_PDEATHSIG)); elsewhere children outlive a killed launcher. The exit status is the
+children's: 0 when all exited 0 (also after a SIGTERM they handled), the failed child's status (128+N for
+a child killed by signal N), or 124 on timeout.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import signal
@@ -22,14 +32,31 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import portpicker
 
 _DEVICE_COUNT_FLAG = re.compile(r"--xla_force_host_platform_device_count=\S*")
-_GRACE_SECONDS = 5.0
 _POLL_SECONDS = 0.05
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+GRACE_SECONDS = 120.0
+FAILED_GRACE_SECONDS = 10.0
 TIMEOUT_EXIT_CODE = 124
+
+
+class Outcome(NamedTuple):
+    """How a launch ended: each child's exit code and why the launcher stopped.
+
+    `reason` is "done" (every child exited 0), "failed" (child `failed` exited non-zero first),
+    "timeout" or "signal" (the launcher got `signum`). Codes follow `subprocess`: minus N for a child
+    killed by signal N.
+    """
+
+    codes: list[int]
+    reason: str
+    failed: int | None = None
+    signum: int | None = None
 
 
 def child_env(
@@ -50,6 +77,35 @@ def child_env(
     return env
 
 
+def describe(code: int) -> str:
+    """A child's exit code in words: "status 3" or "signal 9 (SIGKILL)"."""
+    if code >= 0:
+        return f"status {code}"
+    try:
+        return f"signal {-code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"signal {-code}"
+
+
+def _die_with_launcher() -> Callable[[], None] | None:
+    """A `preexec_fn` asking Linux to SIGTERM the child when the launcher dies; None elsewhere.
+
+    The signal is tied to the launching thread, so `launch` must be called from a thread that outlives
+    the children (the main thread, as the command line does).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
+    launcher_pid = os.getpid()
+
+    def preexec() -> None:
+        prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
+        if os.getppid() != launcher_pid:  # the launcher died before the request took effect
+            os._exit(128 + signal.SIGTERM)
+
+    return preexec
+
+
 def _pump(stream, prefix: str, lock: threading.Lock) -> None:
     for line in iter(stream.readline, ""):
         with lock:
@@ -62,24 +118,36 @@ def _say(message: str) -> None:
     print(f"[launcher] {message}", file=sys.stderr, flush=True)
 
 
-def _terminate(procs: Sequence[subprocess.Popen]) -> None:
-    """SIGTERM every live child's process group, then SIGKILL whatever is left after the grace period."""
-    live = [p for p in procs if p.poll() is None]
-    for p in live:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + _GRACE_SECONDS
-    for p in live:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+def _signal_groups(procs: Sequence[subprocess.Popen], signum: int) -> None:
+    for p in procs:
+        if p.poll() is None:
             try:
-                os.killpg(p.pid, signal.SIGKILL)
+                os.killpg(p.pid, signum)
             except ProcessLookupError:
                 pass
-            p.wait()
+
+
+def _stop(procs: Sequence[subprocess.Popen], grace_seconds: float, received: list[int]) -> None:
+    """SIGTERM every live child's process group; SIGKILL what is left after `grace_seconds`.
+
+    A signal arriving at the launcher while it waits (a second Ctrl-C) cuts the grace period short.
+    """
+    if all(p.poll() is not None for p in procs):
+        return
+    _signal_groups(procs, signal.SIGTERM)
+    already = len(received)
+    deadline = time.monotonic() + grace_seconds
+    while any(p.poll() is None for p in procs):
+        if len(received) > already:
+            _say("second signal: killing the children now.")
+            break
+        if time.monotonic() > deadline:
+            _say(f"children still running {grace_seconds:g} s after SIGTERM: killing them.")
+            break
+        time.sleep(_POLL_SECONDS)
+    _signal_groups(procs, signal.SIGKILL)
+    for p in procs:
+        p.wait()
 
 
 def launch(
@@ -88,31 +156,43 @@ def launch(
     devices_per_process: int,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    grace_seconds: float = GRACE_SECONDS,
+    failed_grace_seconds: float = FAILED_GRACE_SECONDS,
 ) -> list[int]:
     """Runs `command` as `num_processes` JAX processes; returns their exit codes in process order.
 
     `env` adds variables to this process's environment for every child. A child stopped by the launcher
-    (after a sibling failed or on timeout) reports minus the signal number, as `subprocess` does. If the
-    launcher gets SIGINT or SIGTERM, it stops the children and then re-raises the signal to itself (so
-    SIGINT surfaces as KeyboardInterrupt). Raises ValueError for an empty command or non-positive counts.
+    (after a sibling failed or on timeout) reports minus the signal number, as `subprocess` does, unless it
+    handled SIGTERM. If the launcher gets SIGINT or SIGTERM, it stops the children and then re-raises the
+    signal to itself (so SIGINT surfaces as KeyboardInterrupt). Raises ValueError for an empty command or
+    non-positive counts.
     """
-    return _run(command, num_processes, devices_per_process, env, timeout)[0]
+    outcome = run(
+        command, num_processes, devices_per_process, env, timeout, grace_seconds, failed_grace_seconds
+    )
+    if outcome.signum is not None:
+        signal.raise_signal(outcome.signum)
+    return outcome.codes
 
 
-def _run(
+def run(
     command: list[str],
     num_processes: int,
     devices_per_process: int,
-    env: Mapping[str, str] | None,
-    timeout: float | None,
-) -> tuple[list[int], str]:
-    """`launch`, also returning why it stopped: "done", "failed" or "timeout"."""
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    grace_seconds: float = GRACE_SECONDS,
+    failed_grace_seconds: float = FAILED_GRACE_SECONDS,
+) -> Outcome:
+    """`launch` without re-raising a received signal: says why it stopped instead."""
     if not command:
         raise ValueError("command is empty: pass the program to run after `--`.")
     if num_processes < 1:
         raise ValueError(f"num_processes={num_processes} must be at least 1.")
     if devices_per_process < 1:
         raise ValueError(f"devices_per_process={devices_per_process} must be at least 1.")
+    if grace_seconds < 0 or failed_grace_seconds < 0:
+        raise ValueError(f"grace_seconds={grace_seconds}, failed_grace_seconds={failed_grace_seconds}: >= 0.")
     base = {**os.environ, **(env or {})}
     port = portpicker.pick_unused_port()
     lock = threading.Lock()
@@ -122,9 +202,10 @@ def _run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda signum, _frame: received.append(signum))
 
+    preexec = _die_with_launcher()
     procs: list[subprocess.Popen] = []
     pumps: list[threading.Thread] = []
-    reason = "done"
+    reason, failed = "done", None
     try:
         for i in range(num_processes):
             p = subprocess.Popen(
@@ -136,6 +217,7 @@ def _run(
                 text=True,
                 errors="replace",
                 start_new_session=True,
+                preexec_fn=preexec,
             )
             procs.append(p)
             pump = threading.Thread(target=_pump, args=(p.stdout, f"[p{i}]", lock), daemon=True)
@@ -144,41 +226,53 @@ def _run(
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             codes = [p.poll() for p in procs]
-            failed = [i for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                reason = "failed"
-                _say(f"p{failed[0]} exited with {codes[failed[0]]}; terminating the others.")
+            failures = [i for i, c in enumerate(codes) if c not in (None, 0)]
+            if failures:
+                reason, failed = "failed", failures[0]
+                _say(
+                    f"p{failed} exited with {describe(codes[failed])}; stopping the others "
+                    f"(SIGTERM, SIGKILL after {failed_grace_seconds:g} s)."
+                )
                 break
             if all(c == 0 for c in codes):
                 break
             if received:
-                _say(f"got signal {received[0]}; terminating the children.")
+                reason = "signal"
+                _say(
+                    f"got {signal.Signals(received[0]).name}: SIGTERM to the children, SIGKILL after "
+                    f"{grace_seconds:g} s (signal again to kill now)."
+                )
                 break
             if deadline is not None and time.monotonic() > deadline:
                 reason = "timeout"
-                _say(f"timeout of {timeout} s reached; terminating the children.")
+                _say(
+                    f"timeout of {timeout:g} s reached: SIGTERM to the children, SIGKILL after "
+                    f"{grace_seconds:g} s."
+                )
                 break
             time.sleep(_POLL_SECONDS)
     finally:
-        _terminate(procs)
+        _stop(procs, grace_seconds if reason in ("signal", "timeout") else failed_grace_seconds, received)
         for pump in pumps:
-            pump.join(timeout=_GRACE_SECONDS)
+            pump.join(timeout=5.0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if received:
-        _say(f"children exited with {[p.returncode for p in procs]}")
-        signal.raise_signal(received[0])
-    return [p.returncode for p in procs], reason
+    return Outcome([p.returncode for p in procs], reason, failed, received[0] if received else None)
 
 
-def exit_code(codes: Sequence[int], reason: str) -> int:
-    """One exit status for the launcher: 0 if all succeeded, 124 on timeout, else the first failure's code."""
+def exit_code(codes: Sequence[int], reason: str, failed: int | None = None) -> int:
+    """One exit status for the launcher, in shell terms (128+N for a child killed by signal N).
+
+    124 on timeout; else child `failed`'s status when given, else the first positive status, else the
+    first non-zero one; 0 when every child exited 0.
+    """
     if reason == "timeout":
         return TIMEOUT_EXIT_CODE
-    for code in codes:
-        if code > 0:
-            return code
-    return 0 if all(code == 0 for code in codes) else 1
+    order = ([codes[failed]] if failed is not None else []) + [c for c in codes if c > 0] + list(codes)
+    for code in order:
+        if code != 0:
+            return code if code > 0 else 128 - code
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,18 +282,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--devices_per_process", type=int, default=1, help="Simulated CPU devices per process (default 1)."
     )
-    parser.add_argument("--timeout", type=float, default=None, help="Seconds before all children are killed.")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="Seconds before the children are stopped."
+    )
+    parser.add_argument(
+        "--grace_seconds",
+        type=float,
+        default=GRACE_SECONDS,
+        help="After SIGINT/SIGTERM to the launcher or --timeout: seconds between SIGTERM to the children "
+        f"(they checkpoint) and SIGKILL (default {GRACE_SECONDS:g}).",
+    )
+    parser.add_argument(
+        "--failed_grace_seconds",
+        type=float,
+        default=FAILED_GRACE_SECONDS,
+        help="After a child exits non-zero: seconds between SIGTERM to the others and SIGKILL "
+        f"(default {FAILED_GRACE_SECONDS:g}).",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- followed by the command to run.")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
-        codes, reason = _run(command, args.num_processes, args.devices_per_process, None, args.timeout)
+        outcome = run(
+            command,
+            args.num_processes,
+            args.devices_per_process,
+            None,
+            args.timeout,
+            args.grace_seconds,
+            args.failed_grace_seconds,
+        )
     except ValueError as e:
         parser.error(str(e))
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    _say(f"children exited with {codes}")
-    return exit_code(codes, reason)
+    status = exit_code(outcome.codes, outcome.reason, outcome.failed)
+    why = (
+        f"p{outcome.failed} failed with {describe(outcome.codes[outcome.failed])}; "
+        if outcome.failed is not None
+        else ""
+    )
+    _say(f"{why}children exited with {outcome.codes}; exit status {status}.")
+    return status
 
 
 if __name__ == "__main__":

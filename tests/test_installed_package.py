@@ -4,11 +4,13 @@ work (a gs:// data dir, a gs:// workdir without gcsfs) fail fast instead of beco
 The end-to-end test installs a copy of the package with `pip install --no-deps --target` (a real,
 non-editable build; the dependencies come from the test's environment), runs a tiny training from a
 folder outside the repository with that copy first on sys.path, and checks that the installed tree is
-unchanged afterwards.
+unchanged afterwards; the same install holds the LICENSE, `py.typed` and both console scripts, whose
+`--help` shows the binary's docstring.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pathlib
 import shutil
@@ -94,6 +96,33 @@ def test_gs_workdir_without_gcsfs_names_the_extra(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+BINARIES = {"infotok-train": "infotok_jax.train", "infotok-evaluate": "infotok_jax.evaluate.__main__"}
+
+
+def _first_doc_line(module: str) -> str:
+    """Read from the source: importing both binaries here would define their absl flags twice."""
+    source = pathlib.Path(importlib.util.find_spec(module).origin).read_text()
+    return ast.get_docstring(ast.parse(source)).splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "script, flag",
+    [("infotok-train", "--help"), ("infotok-train", "--helpfull"), ("infotok-evaluate", "--help")],
+)
+def test_console_script_help_shows_the_docstring(script, flag):
+    """What pip's generated wrapper runs (a `__main__` without docstring or flags, argv[0] the script)."""
+    module = BINARIES[script]
+    wrapper = f"import sys; from {module} import run; sys.argv[0] = {script!r}; sys.exit(run())"
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, flag], env=harness.env_for(1), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.stdout.startswith(_first_doc_line(module)), result.stdout + result.stderr
+    assert "--workdir" in result.stdout and "--config" in result.stdout  # the binary's own flags
+    if flag == "--helpfull":
+        assert "--heartbeat_timeout_seconds" in result.stdout  # and every other module's
+
+
 def _tree(root: pathlib.Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
 
@@ -103,7 +132,7 @@ def test_installed_copy_trains_from_outside_the_repo_and_writes_nothing_into_its
     source = tmp_path / "source"  # pip builds in the source tree (build/, *.egg-info): use a copy
     shutil.copytree(harness.REPO / "infotok_jax", source / "infotok_jax",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+    for name in ("pyproject.toml", "setup.cfg", "README.md", "LICENSE"):
         shutil.copy(harness.REPO / name, source / name)
     site = tmp_path / "site"
     build = subprocess.run(
@@ -114,6 +143,10 @@ def test_installed_copy_trains_from_outside_the_repo_and_writes_nothing_into_its
         pytest.skip("pip is not available in this environment")
     assert build.returncode == 0, build.stderr[-3000:]
     before = _tree(site)
+    assert (site / "infotok_jax" / "py.typed").exists()
+    (dist_info,) = site.glob("infotok_jax-*.dist-info")
+    assert "License-Expression: Apache-2.0" in (dist_info / "METADATA").read_text()
+    assert "Apache License" in (dist_info / "licenses" / "LICENSE").read_text()
     outside = tmp_path / "outside"
     outside.mkdir()
     env = {
@@ -130,6 +163,13 @@ def test_installed_copy_trains_from_outside_the_repo_and_writes_nothing_into_its
         env=env, cwd=outside, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert where.stdout.strip().startswith(str(site)), where.stdout + where.stderr
+    for script, module in BINARIES.items():
+        helped = subprocess.run(
+            [str(site / "bin" / script), "--help"], env=env, cwd=outside, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert helped.stdout.startswith(_first_doc_line(module)), helped.stdout + helped.stderr
+        assert "--workdir" in helped.stdout
     result = subprocess.run(
         [sys.executable, "-m", "infotok_jax.train", f"--config={harness.HOST_CONFIG}:tiny", "--workdir=w"],
         env=env, cwd=outside, capture_output=True, text=True, timeout=900,

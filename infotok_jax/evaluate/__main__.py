@@ -44,5 +44,12 @@ def main(argv: list[str]) -> None:
         print(f"{name}: {path}")
 
 
+def run() -> None:
+    """Console-script entry point (`infotok-evaluate`)."""
+    from infotok_jax import console
+
+    console.run(main, __name__)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

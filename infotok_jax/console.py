@@ -1,0 +1,70 @@
+"""Runs an absl binary's `main` as a program: `python -m infotok_jax.<binary>` or its console script.
+
+Two things `app.run` alone gets wrong here:
+
+- Help. absl prints `sys.modules['__main__'].__doc__` and the flags it keys to `sys.argv[0]`. Under a
+  console script (`infotok-train`, `infotok-evaluate`) `__main__` is the generated wrapper, which has no
+  docstring and defines no flags, so `--help` showed a bare usage line. The binary's docstring and its
+  flags are lent to the wrapper here.
+- A failed worker of a multi-process job. After `jax.distributed.initialize`, interpreter exit waits in
+  `jax.distributed.shutdown()` for every other process (up to 5 minutes), so a process that failed
+  stayed alive while the others waited for it in a collective, and a launcher watching exit codes never
+  saw the failure. Once jax.distributed is initialized, an error exit here skips that wait
+  (`os._exit` after printing the traceback and flushing the logs): the launcher sees the status at once,
+  and on a pod the others lose the process's heartbeats and stop. A clean exit (status 0, also after a
+  SIGTERM checkpoint) still shuts down normally.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+from absl import app, flags, logging
+
+
+def _lend_help_to_wrapper(module_name: str) -> None:
+    """Makes `--help` of a console script show `module_name`'s docstring and flags."""
+    module = sys.modules[module_name]
+    main_module = sys.modules["__main__"]
+    if main_module is module:  # `python -m`: absl finds both itself
+        return
+    main_module.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def _exit_now(status: int) -> None:
+    """Ends the process with `status` without atexit handlers (jax.distributed's shutdown wait)."""
+    logging.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def _distributed() -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def run(main: Callable[[list[str]], None], module_name: str) -> None:
+    """`app.run(main)` for the binary defined in module `module_name` (pass `__name__`)."""
+    _lend_help_to_wrapper(module_name)
+    try:
+        app.run(main)
+    except SystemExit as e:
+        if e.code not in (None, 0) and _distributed():
+            if not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+            _exit_now(e.code if isinstance(e.code, int) else 1)
+        raise
+    except BaseException:
+        if not _distributed():
+            raise
+        traceback.print_exc()
+        _exit_now(1)
