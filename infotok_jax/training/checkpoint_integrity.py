@@ -27,12 +27,13 @@ _CHUNK = 1 << 22
 
 def _files(step_dir: epath.Path) -> list[str]:
     """Relative paths of the regular files under `step_dir`, sorted, without the checksum file."""
-    names = []
-    for path in step_dir.rglob("*"):
-        if path.is_file():
-            name = path.relative_to(step_dir).as_posix()
-            if name != CHECKSUMS_FILE:
-                names.append(name)
+    names, pending = [], [step_dir]
+    while pending:  # epath's gs:// backend has no recursive glob
+        for path in pending.pop().iterdir():
+            if path.is_dir():
+                pending.append(path)
+            elif path.name != CHECKSUMS_FILE or path.parent != step_dir:
+                names.append(path.relative_to(step_dir).as_posix())
     return sorted(names)
 
 

@@ -202,8 +202,8 @@ class Checkpointer:
                 continue
             try:
                 checkpoint_integrity.write_checksums(step_dir)
-            except OSError as e:
-                logging.warning("Could not write checksums of checkpoint step %d: %s", step, e)
+            except Exception as e:  # the step stays usable, only unverified
+                logging.warning("Could not write checksums of checkpoint step %d: %r", step, e)
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict, dict]:
         """Restores `step` into the layout of `abstract_state` (ShapeDtypeStructs with shardings)."""
