@@ -154,8 +154,10 @@ def test_training_resumes_from_the_newest_good_step_and_redoes_the_rest_bitwise(
 def test_readers_never_delete_a_save_in_progress_nor_create_directories(copy, tmp_path):
     in_progress = copy / "checkpoints" / "15.orbax-checkpoint-tmp-1796184809"
     (in_progress / "state").mkdir(parents=True)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
     _, step = _variables(copy)
     assert step == 10 and in_progress.is_dir()
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
 
     missing = tmp_path / "missing_run"
     with pytest.raises(FileNotFoundError, match="train first"):

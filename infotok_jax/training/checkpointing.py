@@ -30,7 +30,6 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from infotok_jax import distributed, storage
@@ -292,8 +291,7 @@ class Checkpointer:
                 target = target_dir / f"{step}_{int(time.time())}"
                 self.step_dir(step).rename(target)
                 logging.warning("Moved unusable checkpoint step %d to %s.", step, target)
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("quarantined unusable checkpoints")
+        distributed.barrier("quarantined unusable checkpoints")
         self._manager.reload()
 
     def reached_preemption(self, step: int) -> bool:

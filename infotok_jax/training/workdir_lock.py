@@ -18,16 +18,16 @@ the same instant.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import time
 
 import jax
-import numpy as np
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
+from orbax.checkpoint import multihost
 
 from infotok_jax import storage
 from infotok_jax.training import checkpointing
@@ -49,6 +49,20 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
+_shares = itertools.count()
+
+
+def _share_from_process_0(text: str) -> str:
+    """Process 0's `text` on every process, through the coordination service (no device collective)."""
+    client = multihost.get_jax_distributed_client()
+    key = f"infotok_workdir_lock/{next(_shares)}"
+    if jax.process_index() == 0:
+        client.key_value_set(key, text or "-")
+        return text
+    shared = client.blocking_key_value_get(key, 600_000)
+    return "" if shared == "-" else f"process 0: {shared}"
+
+
 class WorkdirLock:
     """Held by process 0 from `acquire` to `release`; a no-op on other processes."""
 
@@ -66,8 +80,7 @@ class WorkdirLock:
                 refusal = self._refusal(holder)
         self._held = jax.process_index() == 0 and not refusal
         if jax.process_count() > 1:  # every process stops, not only process 0
-            refused = bool(multihost_utils.broadcast_one_to_all(np.int32(bool(refusal))))
-            refusal = refusal or (refused and "process 0 could not take the workdir lock (see its log)")
+            refusal = _share_from_process_0(refusal)
         if refusal:
             raise WorkdirLockedError(refusal)
         return self
