@@ -1,8 +1,8 @@
 """The generic training loop: sharded state, one jitted step, checkpoints, evaluation and reports.
 
-The binary builds the task and hands it in. Resume order (first that applies): the latest complete
-checkpoint in `<workdir>/checkpoints`, then `config.init_from` (parameters only, from another run's
-checkpoint directory), then scratch.
+The binary builds the task and hands it in. Resume order (first that applies): the newest checkpoint in
+`<workdir>/checkpoints` that verifies and restores (`Checkpointer.restore_newest_valid`), then
+`config.init_from` (parameters only, from another run's checkpoint directory), then scratch.
 
 Every process runs every jitted computation (train step, evaluation, visualization) on global arrays;
 only process 0 writes files. The workdir may be local or `gs://` (paths go through `etils.epath`).
