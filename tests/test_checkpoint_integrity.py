@@ -22,7 +22,14 @@ import pytest
 
 from infotok_jax import sharding
 from infotok_jax.evaluate import checkpoint_eval
-from infotok_jax.training import checkpoint_integrity, checkpointing, config_checks, trainer, workdir_lock
+from infotok_jax.training import (
+    checkpoint_integrity,
+    checkpointing,
+    config_checks,
+    train_state,
+    trainer,
+    workdir_lock,
+)
 from tests import training_harness as harness
 from tests.toy_task import ToyRegressionTask
 
@@ -41,7 +48,11 @@ def _train(workdir, args: str, **overrides):
     return trainer.train_and_evaluate(config, ToyRegressionTask(config), workdir)
 
 
-def _variables(workdir, args="steps=10,ckpt=5"):
+# Wide enough that orbax stores the arrays uncompressed, where a flipped bit restores without error.
+ARGS = "steps=10,ckpt=5,hidden=1024"
+
+
+def _variables(workdir, args=ARGS):
     """(numpy variables of the newest usable checkpoint, its step), through the evaluation reader."""
     config = _config(args)
     mesh = sharding.make_mesh(config.mesh_shape)
@@ -53,7 +64,7 @@ def _variables(workdir, args="steps=10,ckpt=5"):
 def trained(tmp_path_factory):
     """A toy run of 10 steps with checkpoints at 5 and 10 (never modified: tests work on copies)."""
     workdir = tmp_path_factory.mktemp("trained")
-    _train(workdir, "steps=10,ckpt=5")
+    _train(workdir, ARGS)
     return workdir
 
 
@@ -110,10 +121,27 @@ def test_a_corrupted_latest_step_is_detected_and_the_previous_one_used(copy, cor
     assert harness.checkpoint_steps(copy) == [5, 10]  # a reader moves nothing
 
 
-def test_silent_bit_flips_are_caught_by_the_checksum_not_only_by_orbax(copy):
-    _flip_low_bits(_largest_array_file(_step_dir(copy, 10)))
-    problem = checkpoint_integrity.verify(_step_dir(copy, 10))
-    assert problem is not None and "sha256 mismatch" in problem
+def _unverified_state(workdir, step: int):
+    """The full train state of `step` restored by orbax alone (no checksum verification)."""
+    config = _config(ARGS)
+    mesh = sharding.make_mesh(config.mesh_shape)
+    abstract = train_state.setup(ToyRegressionTask(config), config, mesh).abstract_state
+    checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=3, read_only=True)
+    state = jax.device_get(checkpointer.restore(step, abstract)[0])
+    checkpointer.close()
+    return jax.tree.leaves(state)
+
+
+def test_a_silent_bit_flip_is_caught_by_the_checksum(copy, trained, caplog):
+    array_file = _largest_array_file(_step_dir(copy, 10))
+    data = bytearray(array_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    array_file.write_bytes(bytes(data))
+    flipped, reference = _unverified_state(copy, 10), _unverified_state(trained, 10)
+    assert any(not np.array_equal(a, b) for a, b in zip(flipped, reference, strict=True))  # orbax: no error
+    with caplog.at_level(logging.WARNING):
+        _, step = _variables(copy)
+    assert step == 5 and "sha256 mismatch" in caplog.text
 
 
 def test_a_step_without_checksums_restores_with_a_note(copy, trained, caplog):
@@ -129,7 +157,7 @@ def test_no_usable_step_fails_naming_the_steps_and_the_remedy(copy):
     for step in (5, 10):
         (_step_dir(copy, step) / "state" / "_METADATA").unlink()
     with pytest.raises(checkpointing.NoUsableCheckpointError) as error:
-        _train(copy, "steps=10,ckpt=5")
+        _train(copy, ARGS)
     message = str(error.value)
     assert "step 10:" in message and "step 5:" in message and "new --workdir" in message
     assert issubclass(checkpointing.NoUsableCheckpointError, checkpointing.IncompatibleWorkdirError)  # exit 2
@@ -140,7 +168,7 @@ def test_no_usable_step_fails_naming_the_steps_and_the_remedy(copy):
 def test_training_resumes_from_the_newest_good_step_and_redoes_the_rest_bitwise(copy, trained, caplog):
     _flip_low_bits(_largest_array_file(_step_dir(copy, 10)))
     with caplog.at_level(logging.INFO):
-        _train(copy, "steps=10,ckpt=5")
+        _train(copy, ARGS)
     assert "Checkpoint step 10" in caplog.text and "sha256 mismatch" in caplog.text
     assert f"Resumed from {copy / 'checkpoints'} at step 5" in caplog.text
     assert harness.checkpoint_steps(copy) == [5, 10]
@@ -173,7 +201,7 @@ def test_readers_never_delete_a_save_in_progress_nor_create_directories(copy, tm
 def test_init_from_reads_another_run_without_touching_it(copy, tmp_path):
     in_progress = copy / "checkpoints" / "15.orbax-checkpoint-tmp-1796184809"
     in_progress.mkdir()
-    _train(tmp_path / "new_run", "steps=1,ckpt=5", init_from=str(copy / "checkpoints"))
+    _train(tmp_path / "new_run", "steps=1,ckpt=5,hidden=1024", init_from=str(copy / "checkpoints"))
     assert in_progress.is_dir()
 
 
@@ -187,7 +215,7 @@ def _write_lock(workdir, host: str, pid: int) -> None:
 def test_a_held_workdir_lock_refuses_a_second_training(copy, host):
     _write_lock(copy, socket.gethostname() if host == "this" else "other-host", os.getpid())
     with pytest.raises(workdir_lock.WorkdirLockedError) as error:
-        _train(copy, "steps=15,ckpt=5")
+        _train(copy, "steps=15,ckpt=5,hidden=1024")
     assert "in use by another training run" in str(error.value)
     assert f"delete {copy / workdir_lock.LOCK_FILE}" in str(error.value)
     assert harness.checkpoint_steps(copy) == [5, 10]
@@ -199,7 +227,7 @@ def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(copy, caplog)
     dead.wait()
     _write_lock(copy, socket.gethostname(), dead.pid)
     with caplog.at_level(logging.WARNING):
-        _train(copy, "steps=10,ckpt=5")
+        _train(copy, ARGS)
     assert "Taking over the stale workdir lock" in caplog.text
     assert not (copy / workdir_lock.LOCK_FILE).exists()
 
@@ -224,13 +252,13 @@ def test_after_a_nan_a_lower_learning_rate_resumes_from_the_last_good_checkpoint
     _train(workdir, "steps=10,ckpt=5,lr=1e-3")
     assert harness.checkpoint_steps(workdir) == [5, 10]
     assert json.loads((workdir / "config.json").read_text())["optimizer"]["learning_rate"] == 1e-3
-    variables, _ = _variables(workdir)
+    variables, _ = _variables(workdir, "steps=10,ckpt=5")
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
 
 
 def test_num_train_steps_below_the_latest_checkpoint_is_an_error_naming_both(copy):
     with pytest.raises(config_checks.ConfigError) as error:
-        _train(copy, "steps=7,ckpt=5")
+        _train(copy, "steps=7,ckpt=5,hidden=1024")
     assert "config.num_train_steps=7" in str(error.value) and "step 10" in str(error.value)
     assert harness.checkpoint_steps(copy) == [5, 10]
 
