@@ -34,16 +34,23 @@ from infotok_jax.training.task import Task
 def restore_variables(
     task: Task, config: ml_collections.ConfigDict, workdir: epath.PathLike, mesh: Mesh
 ) -> tuple[dict[str, Any], int]:
-    """(variables of the latest checkpoint sharded over `mesh`, its step); FileNotFoundError without one."""
+    """(variables of the newest usable checkpoint sharded over `mesh`, its step); FileNotFoundError
+    without one. Opens the checkpoints read-only; a damaged newest step is skipped with a warning."""
     checkpoints = epath.Path(workdir) / "checkpoints"
-    checkpointer = checkpointing.Checkpointer(checkpoints, keep=config.keep_checkpoints, async_save=False)
+    try:  # read-only: creates nothing, never deletes a running training's in-progress save
+        checkpointer = checkpointing.Checkpointer(checkpoints, keep=config.keep_checkpoints, read_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint under {checkpoints}; train first") from None
+    abstract = train_state.abstract_variables(task, config, mesh)
     try:
-        step = checkpointer.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint under {checkpoints}; train first")
-        variables = checkpointer.restore_variables(step, train_state.abstract_variables(task, config, mesh))
+        found = checkpointer.restore_newest_valid(lambda s: checkpointer.restore_variables(s, abstract))
+    except checkpointing.NoUsableCheckpointError as e:  # the binary exits 2 on FileNotFoundError
+        raise FileNotFoundError(str(e)) from None
     finally:
         checkpointer.close()
+    if found is None:
+        raise FileNotFoundError(f"no checkpoint under {checkpoints}; train first")
+    step, variables = found
     return variables, step
 
 

@@ -3,8 +3,10 @@
 Each checkpoint step holds three items: the sharded train state, the data iterator position (JSON) and a
 small metadata record. Orbax writes into `<step>.orbax-checkpoint-tmp` and renames on commit, so a crash
 mid-save leaves the previous complete step as `latest_step()`; leftover tmp directories are removed when
-the manager opens. Restores go through an abstract state carrying the *current* mesh's shardings, so a
-checkpoint written on 8 devices restores onto 4.
+a writer opens the manager (never by a read-only reader, which could be deleting a live save). Each
+committed step gets sha256 checksums (`checkpoint_integrity`); a restore tries the newest step that
+verifies and restores, falling back step by step with a warning. Restores go through an abstract
+state carrying the *current* mesh's shardings, so a checkpoint written on 8 devices restores onto 4.
 
 The workdir may be local or gs:// (`infotok_jax.storage`): orbax gets a gs:// path as it is (tensorstore
 writes the arrays, epath/gcsfs the small files) and on a bucket commits a step with a
@@ -18,18 +20,28 @@ written, so a workdir holding good checkpoints is never overwritten by an incomp
 from __future__ import annotations
 
 import json
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from infotok_jax import storage
+from infotok_jax import distributed, storage
+from infotok_jax.training import checkpoint_integrity, config_checks
 
 PyTree = Any
+T = TypeVar("T")
 
-# Top-level config fields that may change between a run and its resumption.
+# Config fields (a top-level name covers its whole block) that may change between a run and its
+# resumption: schedules of logging and saving, the layout over devices, where the dataset lives, and
+# the peak learning rate (the optimizer state's structure does not depend on it), so that the advice
+# after a NaN, "lower optimizer.learning_rate", can be followed in the same workdir.
 RESUMABLE_FIELDS = frozenset(
     {
         "num_train_steps",
@@ -41,6 +53,8 @@ RESUMABLE_FIELDS = frozenset(
         "mesh_shape",
         "logical_axis_rules",
         "evaluation",  # read by the evaluation binary only
+        "data.data_dir",  # a moved TFDS_DATA_DIR holds the same dataset
+        "optimizer.learning_rate",
     }
 )
 
@@ -48,7 +62,12 @@ _ITEMS = ("state", "data", "meta")
 
 
 class IncompatibleWorkdirError(ValueError):
-    """The workdir holds checkpoints of a config that the current config cannot resume."""
+    """The workdir cannot be used by this run (the training binary exits with code 2 on it and its
+    subclasses): it holds checkpoints of a config that the current config cannot resume."""
+
+
+class NoUsableCheckpointError(IncompatibleWorkdirError):
+    """Every checkpoint step of a directory failed verification or restoration."""
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
@@ -67,6 +86,11 @@ def config_to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True)
 
 
+def _resumable(name: str) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in RESUMABLE_FIELDS for i in range(1, len(parts) + 1))
+
+
 def incompatible_fields(saved: dict, current: dict) -> list[str]:
     """Config fields (dotted names) that differ and are not resumable."""
     flat_saved, flat_current = _flatten(saved), _flatten(current)
@@ -74,8 +98,7 @@ def incompatible_fields(saved: dict, current: dict) -> list[str]:
     return [
         n
         for n in names
-        if n.split(".")[0] not in RESUMABLE_FIELDS
-        and flat_saved.get(n, "<missing>") != flat_current.get(n, "<missing>")
+        if not _resumable(n) and flat_saved.get(n, "<missing>") != flat_current.get(n, "<missing>")
     ]
 
 
@@ -99,19 +122,46 @@ def check_or_record_config(workdir: epath.PathLike, config: ml_collections.Confi
         storage.write_text_atomic(path, config_to_json(config))
 
 
-class Checkpointer:
-    """Thin wrapper over `ocp.CheckpointManager` with this project's three checkpoint items."""
-
-    def __init__(self, directory: epath.PathLike, keep: int, async_save: bool = True):
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=True,
-            cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save,
+def check_target_step(steps: list[int], num_train_steps: int, directory: epath.PathLike) -> None:
+    """Refuses a `num_train_steps` below the newest checkpoint: the run is already past it."""
+    if steps and max(steps) > num_train_steps:
+        raise config_checks.ConfigError(
+            f"config.num_train_steps={num_train_steps} is below the newest checkpoint, step {max(steps)} in "
+            f"{directory}: this run is already past it. Set --config.num_train_steps to at least "
+            f"{max(steps)}, or use a new --workdir."
         )
+
+
+class Checkpointer:
+    """Thin wrapper over `ocp.CheckpointManager` with this project's three checkpoint items.
+
+    A writer (the trainer, holding the workdir lock) creates the directory, removes leftover temporary
+    steps and writes a checksum file into each step after it commits. A reader (`read_only=True`: the
+    evaluation binary, `init_from`) creates nothing, deletes nothing (another process's save in progress
+    stays untouched) and raises FileNotFoundError for a missing directory.
+    """
+
+    def __init__(
+        self, directory: epath.PathLike, keep: int, async_save: bool = True, read_only: bool = False
+    ):
         # orbax's tensorstore backend rejects relative paths; `--workdir=runs/x` must still work.
-        directory = storage.as_path(directory)
-        self._manager = ocp.CheckpointManager(directory, item_names=_ITEMS, options=options)
+        self.directory = storage.as_path(directory)
+        self._read_only = read_only
+        if read_only:
+            if not self.directory.is_dir():
+                raise FileNotFoundError(f"no checkpoint directory {self.directory}")
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, create=False, cleanup_tmp_directories=False
+            )
+        else:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                create=True,
+                cleanup_tmp_directories=True,
+                enable_async_checkpointing=async_save,
+            )
+        self._manager = ocp.CheckpointManager(self.directory, item_names=_ITEMS, options=options)
+        self._unhashed: list[int] = []
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -119,8 +169,17 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
+    def step_dir(self, step: int) -> epath.Path:
+        return self.directory / str(step)
+
     def save(self, step: int, state: PyTree, data_state: dict, meta: dict) -> None:
-        """Starts an (async) save of `step`; returns once the device arrays are safe to donate."""
+        """Starts an (async) save of `step`; returns once the device arrays are safe to donate.
+
+        The previous save is finished first (orbax would wait for it anyway) and then checksummed.
+        """
+        if self._read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only")
+        self.wait_until_finished()
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -130,6 +189,20 @@ class Checkpointer:
             ),
             force=True,
         )
+        self._unhashed.append(step)
+
+    def _write_pending_checksums(self) -> None:
+        steps, self._unhashed = self._unhashed, []
+        if jax.process_index() != 0:
+            return
+        for step in steps:
+            step_dir = self.step_dir(step)
+            if not step_dir.exists():  # already rotated out by max_to_keep
+                continue
+            try:
+                checkpoint_integrity.write_checksums(step_dir)
+            except Exception as e:  # the step stays usable, only unverified
+                logging.warning("Could not write checksums of checkpoint step %d: %r", step, e)
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict, dict]:
         """Restores `step` into the layout of `abstract_state` (ShapeDtypeStructs with shardings)."""
@@ -162,12 +235,92 @@ class Checkpointer:
         )["state"]
         return {"params": restored["params"], **restored["mutable"]}
 
+    def restore_newest_valid(self, restore: Callable[[int], T]) -> tuple[int, T] | None:
+        """(step, restore(step)) for the newest step that verifies and restores; None without steps.
+
+        Older steps are tried in turn, each unusable one named in a warning with the reason. A writer
+        moves the unusable steps newer than the one used to `<workdir>/corrupt_checkpoints/` (kept for
+        inspection, and so that the run can save those steps again). Raises NoUsableCheckpointError when
+        no step is usable.
+        """
+        failures: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            problem = checkpoint_integrity.verify(self.step_dir(step))
+            if problem == checkpoint_integrity.NO_CHECKSUMS:
+                logging.warning("Checkpoint step %d is unverified: %s.", step, problem)
+                problem = None
+            if problem is None:
+                try:
+                    result = restore(step)
+                except Exception as e:  # orbax/tensorstore raise many types for damaged files
+                    first_line = (str(e).splitlines() or [""])[0][:300]
+                    problem = f"restore failed: {type(e).__name__}: {first_line}"
+            if problem is None:
+                if failures:
+                    bad = ", ".join(str(s) for s, _ in failures)
+                    logging.warning(
+                        "Using checkpoint step %d in %s instead of unusable step(s) %s.",
+                        step,
+                        self.directory,
+                        bad,
+                    )
+                    if not self._read_only:
+                        self._quarantine([s for s, _ in failures])
+                return step, result
+            logging.warning(
+                "Checkpoint step %d in %s is unusable (%s); trying the next older step.",
+                step,
+                self.directory,
+                problem,
+            )
+            failures.append((step, problem))
+        if not failures:
+            return None
+        detail = "; ".join(f"step {s}: {p}" for s, p in failures)
+        raise NoUsableCheckpointError(
+            f"no usable checkpoint in {self.directory} ({detail}). Move the directory aside (or use a new "
+            "--workdir) to start from scratch, or restore the files from a backup."
+        )
+
+    def _quarantine(self, steps: list[int]) -> None:
+        """Moves unusable steps out of the checkpoint directory (process 0), then rereads the step list."""
+        if jax.process_index() == 0:
+            target_dir = self.directory.parent / "corrupt_checkpoints"
+            target_dir.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                target = target_dir / f"{step}_{int(time.time())}"
+                self.step_dir(step).rename(target)
+                logging.warning("Moved unusable checkpoint step %d to %s.", step, target)
+        distributed.barrier("quarantined unusable checkpoints")
+        self._manager.reload()
+
     def reached_preemption(self, step: int) -> bool:
         """True when the multi-host preemption sync point is reached (always False on one process)."""
         return self._manager.reached_preemption(step)
 
     def wait_until_finished(self) -> None:
+        """Waits for the save in flight, then checksums every step committed since the last call."""
         self._manager.wait_until_finished()
+        self._write_pending_checksums()
 
     def close(self) -> None:
+        self.wait_until_finished()
         self._manager.close()
+
+
+def make_finite_check(mesh: Mesh) -> Callable[[PyTree], bool]:
+    """A jitted check that every floating-point leaf of a (sharded) tree is finite; run before each save.
+
+    One reduction to a replicated scalar, so every process gets the same answer.
+    """
+
+    def all_finite(tree: PyTree) -> jax.Array:
+        flags = [
+            jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+        ]
+        return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+
+    jitted = distributed.CompiledTogether(
+        jax.jit(all_finite, out_shardings=NamedSharding(mesh, PartitionSpec())), "all_finite"
+    )
+    return lambda tree: bool(jax.device_get(jitted(tree)))

@@ -1,15 +1,16 @@
 """The generic training loop: sharded state, one jitted step, checkpoints, evaluation and reports.
 
-The binary builds the task and hands it in. Resume order (first that applies): the latest complete
-checkpoint in `<workdir>/checkpoints`, then `config.init_from` (parameters only, from another run's
-checkpoint directory), then scratch.
+The binary builds the task and hands it in. Resume order (first that applies): the newest checkpoint in
+`<workdir>/checkpoints` that verifies and restores (`Checkpointer.restore_newest_valid`), then
+`config.init_from` (parameters only, from another run's checkpoint directory), then scratch.
 
 Every process runs every jitted computation (train step, evaluation, visualization) on global arrays;
 only process 0 writes files. The workdir may be local or `gs://` (paths go through `etils.epath`).
 
-Failure behaviour: a non-finite loss or gradient stops the run with the step range named and no further
-checkpoint written; SIGTERM (or a multi-host preemption notice) saves the current step and returns
-normally; an incompatible config never touches an existing workdir.
+Failure behaviour: a non-finite loss or gradient, or a non-finite train state about to be saved, stops
+the run with the step range named and no further checkpoint written; SIGTERM or SIGINT (or a multi-host
+preemption notice) saves the current step and returns normally; an incompatible config never touches an
+existing workdir, and a second run in a locked workdir is refused (`workdir_lock`).
 """
 
 from __future__ import annotations
@@ -25,41 +26,67 @@ from etils import epath
 
 from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
-from infotok_jax.training import checkpointing, config_checks, plots, reporting, timing
+from infotok_jax.training import checkpointing, config_checks, plots, reporting, timing, workdir_lock
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss or gradient norm became NaN or Inf."""
+    """The loss, the gradient norm or the train state became NaN or Inf."""
 
 
-class _SigtermFlag:
-    """Records SIGTERM on single-process runs (multi-host runs use the jax preemption service)."""
+class _StopSignalFlag:
+    """Records SIGTERM or SIGINT on single-process runs (multi-host runs use the jax preemption service,
+    which listens to SIGTERM only). A second SIGINT interrupts at once (KeyboardInterrupt)."""
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.raised = False
-        self._previous = None
+        self._previous = {}
         if jax.process_count() == 1:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: checkpointing at the current step and stopping.")
+        name = signal.Signals(signum).name
+        logging.warning("%s received: checkpointing at the current step and stopping.", name)
         self.raised = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 
     def restore(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
+
+
+def _non_finite_message(what: str, first: int, last: int, last_checkpoint: int | None, directory) -> str:
+    if last_checkpoint is None:
+        good = f"there is no checkpoint yet in {directory}"
+        advice = "and start again"
+    else:
+        good = f"the last good checkpoint is step {last_checkpoint} in {directory} and was not overwritten"
+        advice = f"and run the same command again: it resumes from step {last_checkpoint}"
+    return (
+        f"{what} in the step range {first}..{last}; {good}. Lower --config.optimizer.learning_rate (it may "
+        f"change on resume) {advice}; or lower the InfoTok weights (a new --workdir), or check the input "
+        "data."
+    )
 
 
 def _restore_params_only(init_from: str, abstract_state, state):
     """Replaces the parameters of `state` with those of the latest checkpoint under `init_from`."""
-    source = checkpointing.Checkpointer(epath.Path(init_from), keep=1, async_save=False)
-    step = source.latest_step()
-    if step is None:
+    try:
+        source = checkpointing.Checkpointer(epath.Path(init_from), keep=1, read_only=True)
+    except FileNotFoundError:
+        raise config_checks.ConfigError(f"config.init_from: {init_from} does not exist") from None
+    try:
+        found = source.restore_newest_valid(lambda s: source.restore(s, abstract_state)[0])
+    finally:
+        source.close()
+    if found is None:
         raise config_checks.ConfigError(f"config.init_from: no checkpoint found under {init_from}")
-    restored, _, _ = source.restore(step, abstract_state)
-    source.close()
+    step, restored = found
     logging.info("Initialized parameters from %s step %d", init_from, step)
     return state.replace(params=restored.params)
 
@@ -122,10 +149,11 @@ def train_and_evaluate(
     mesh = sharding_lib.make_mesh(config.mesh_shape)
     step_setup = train_state_lib.setup(task, config, mesh)
     config_checks.check_workdir_writable(workdir)
-    checkpointing.check_or_record_config(workdir, config)
-    timer = timing.StageTimer(started_at)
-    with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
-        return _run(task, config, workdir, mesh, step_setup, timer, compile_only)
+    with workdir_lock.WorkdirLock(workdir):
+        checkpointing.check_or_record_config(workdir, config)
+        timer = timing.StageTimer(started_at)
+        with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
+            return _run(task, config, workdir, mesh, step_setup, timer, compile_only)
 
 
 def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[str, float]:
@@ -140,9 +168,11 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
 
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     train_iter = task.train_iterator(mesh)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, data_state, _ = checkpointer.restore(latest, abstract_state)
+    checkpointing.check_target_step(checkpointer.all_steps(), config.num_train_steps, checkpointer.directory)
+    found = checkpointer.restore_newest_valid(lambda s: checkpointer.restore(s, abstract_state))
+    latest = found[0] if found is not None else None
+    if found is not None:
+        state, data_state, _ = found[1]
         train_iter.set_state(data_state)
         logging.info("Resumed from %s at step %d", workdir / "checkpoints", latest)
     else:
@@ -156,7 +186,8 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
     evaluate = _Evaluator(task, mesh, config)
     writer = reporting.MetricWriter(workdir)
     progress = reporting.ProgressReporter(config.num_train_steps, config.log_every_steps)
-    sigterm = _SigtermFlag()
+    sigterm = _StopSignalFlag()
+    state_is_finite = checkpointing.make_finite_check(mesh)
     last_finite_step = start_step
     last_checkpoint = latest
 
@@ -164,11 +195,11 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         nonlocal last_finite_step
         values = jax.device_get(metrics)
         if not (np.isfinite(values["loss"]) and np.isfinite(values["l2_grads"])):
+            what = f"non-finite loss or gradient (loss={values['loss']}, l2_grads={values['l2_grads']})"
             raise NonFiniteLossError(
-                f"non-finite loss or gradient (loss={values['loss']}, l2_grads={values['l2_grads']}) in the "
-                f"step range {last_finite_step + 1}..{step}; the last good checkpoint is step "
-                f"{last_checkpoint} in {workdir / 'checkpoints'} and was not overwritten. Lower "
-                "optimizer.learning_rate or the InfoTok weights, or check the input data."
+                _non_finite_message(
+                    what, last_finite_step + 1, step, last_checkpoint, workdir / "checkpoints"
+                )
             )
         last_finite_step = step
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
@@ -197,6 +228,13 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             if completed % config.checkpoint_every_steps == 0 or is_last or preempted:
                 record(*pending)
                 pending = None
+                if not state_is_finite(state):
+                    what = "non-finite values in the train state (parameters or optimizer state)"
+                    first = (start_step if last_checkpoint is None else last_checkpoint) + 1
+                    directory = workdir / "checkpoints"
+                    raise NonFiniteLossError(
+                        _non_finite_message(what, first, completed, last_checkpoint, directory)
+                    )
                 with timer.stage("checkpoint_s"):
                     meta = {"step": completed, "time": time.time()}
                     checkpointer.save(completed, state, train_iter.get_state(), meta)
