@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from infotok_jax import infotok
+from infotok_jax.data import experiment_data as data_lib
+from infotok_jax.data import preparation, text_tokenizer
 from infotok_jax.mllm import hosts
 from infotok_jax.tasks import base
 
@@ -59,4 +61,18 @@ class HostTask(base.ExperimentTask):
         captions = batch["caption_tokens"][:8]
         generated = hosts.generate(self.model, variables, captions, jax.random.key(0))["images"]
         images = batch["image"][:8]
-        return {"generations": jnp.stack([images, jnp.clip(generated, 0.0, 1.0)])}
+        grid = jnp.stack([images, jnp.clip(generated, 0.0, 1.0)])
+        return {"generations": grid, "generations.caption_tokens": captions}  # see plots.publish_pictures
+
+    def caption_texts(self, tokens_BxL) -> list[str]:
+        """The captions of `tokens_BxL` as text, for the labelled picture grids ([] without a vocabulary)."""
+        c = self.config.data
+        if c.name.startswith("tfds:"):
+            return []
+        if getattr(self, "_text_tokenizer", None) is None:
+            prepared = preparation.open_prepared(c.name, c.data_dir, **data_lib.builder_kwargs(c))
+            self._text_tokenizer = text_tokenizer.WordTokenizer.load(prepared.tokenizer_path)
+        vocab = self._text_tokenizer.vocab_size
+        return [
+            self._text_tokenizer.decode([i for i in row if 0 <= i < vocab]) for row in tokens_BxL.tolist()
+        ]

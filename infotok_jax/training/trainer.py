@@ -25,7 +25,7 @@ from etils import epath
 
 from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
-from infotok_jax.training import checkpointing, config_checks, plots, reporting, timing
+from infotok_jax.training import checkpointing, config_checks, plots, reporting, run_log, timing
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
@@ -71,9 +71,9 @@ class _Evaluator:
     process, and only process 0 writes the pictures.
     """
 
-    def __init__(self, task: Task, mesh, config: ml_collections.ConfigDict):
+    def __init__(self, task: Task, mesh, config: ml_collections.ConfigDict, writer: reporting.MetricWriter):
         replicated = sharding_lib.replicated(mesh)
-        self._task, self._config = task, config
+        self._task, self._config, self._writer = task, config, writer
         self._metrics_fn = distributed.CompiledTogether(
             jax.jit(task.eval_metrics, out_shardings=replicated), "eval_metrics"
         )
@@ -99,8 +99,7 @@ class _Evaluator:
         if first_batch is not None:
             pictures = jax.device_get(self._visualize_fn(variables, first_batch))
             if jax.process_index() == 0:
-                for name, rows in pictures.items():
-                    plots.save_image_grid(workdir / "images" / f"{name}_step{step:06d}.png", rows)
+                plots.publish_pictures(pictures, self._task, step, workdir, self._writer)
         return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
 
 
@@ -152,10 +151,11 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         if config.get("init_from"):
             state = _restore_params_only(config.init_from, abstract_state, state)
     start_step = int(jax.device_get(state.step))
+    run_log.log_run_start(workdir, state.params, start_step, config.num_train_steps)
 
-    evaluate = _Evaluator(task, mesh, config)
-    writer = reporting.MetricWriter(workdir)
-    progress = reporting.ProgressReporter(config.num_train_steps, config.log_every_steps)
+    writer = reporting.MetricWriter(workdir, config=config)
+    evaluate = _Evaluator(task, mesh, config, writer)
+    progress = run_log.ProgressReporter(config.num_train_steps, config.log_every_steps, timer)
     sigterm = _SigtermFlag()
     last_finite_step = start_step
     last_checkpoint = latest
@@ -172,7 +172,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             )
         last_finite_step = step
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
-            writer.write_scalars(step, {**values, **progress(step)})
+            writer.write_scalars(step, {**values, **progress(step, values)})
 
     final_metrics: dict[str, float] = {}
     pending = None
@@ -182,7 +182,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         for step in range(start_step, config.num_train_steps):
             batch = next(train_iter)
             if step == start_step:
-                with timer.stage("compile_s"):
+                with progress.compiling(step):
                     state, metrics = train_step(state, batch)
                     jax.block_until_ready(metrics)
                 train_start = time.perf_counter()
@@ -211,6 +211,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
                 with timer.stage("eval_s"):
                     final_metrics = evaluate(state, mesh, completed, workdir)
                 writer.write_scalars(completed, final_metrics)
+                progress.log_eval(completed, final_metrics)
         if pending is not None:
             record(*pending)
     finally:
