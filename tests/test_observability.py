@@ -7,10 +7,12 @@ absl log, `metrics.jsonl` and the TensorBoard event files through TensorBoard's 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging as std_logging
 import pathlib
+from collections.abc import Iterator
 
 import jax.numpy as jnp
 import numpy as np
@@ -49,23 +51,30 @@ class _Capture(std_logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    """(workdir, log text) of a 6-step toy training with evaluations at steps 3 and 6."""
-    workdir = tmp_path_factory.mktemp("obs") / "run"
-    config = toy_regression.get_config("steps=6,eval=3,ckpt=3")
-    config.log_every_steps = 2
+@contextlib.contextmanager
+def _absl_lines() -> Iterator[list[str]]:
+    """The messages absl logs at INFO and above inside the block."""
     capture = _Capture()
     absl_logger = logging.get_absl_logger()
     old_level = absl_logger.level
     absl_logger.addHandler(capture)
     absl_logger.setLevel(std_logging.INFO)
     try:
-        trainer.train_and_evaluate(config, _PictureToyTask(config), workdir)
+        yield capture.lines
     finally:
         absl_logger.removeHandler(capture)
         absl_logger.setLevel(old_level)
-    return workdir, "\n".join(capture.lines)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """(workdir, log text) of a 6-step toy training with evaluations at steps 3 and 6."""
+    workdir = tmp_path_factory.mktemp("obs") / "run"
+    config = toy_regression.get_config("steps=6,eval=3,ckpt=3")
+    config.log_every_steps = 2
+    with _absl_lines() as lines:
+        trainer.train_and_evaluate(config, _PictureToyTask(config), workdir)
+    return workdir, "\n".join(lines)
 
 
 def test_log_shows_params_paths_compile_losses_and_eval(toy_run):
@@ -207,3 +216,16 @@ def test_qa_grid_wraps_long_answers_so_cells_do_not_overlap():
     for i, a in enumerate(boxes):
         for b in boxes[i + 1 :]:
             assert not a.overlaps(b), (a, b)
+
+
+def test_dataset_build_says_it_builds_locally_without_download(tmp_path, capfd):
+    from infotok_jax import data
+
+    with _absl_lines() as lines:
+        data.prepare("scenes32", str(tmp_path), num_train=4, num_validation=2, num_test=2, num_holdout=2)
+    printed = capfd.readouterr()
+    assert "Downloading" not in printed.out + printed.err
+    assert "downloaded" not in printed.out + printed.err
+    log = "\n".join(lines)
+    assert "Building dataset infotok_scenes locally from code (no download) into" in log, log
+    assert "Built dataset infotok_scenes in" in log
