@@ -26,6 +26,8 @@ from infotok_jax.training import plots, reporting, run_log, timing, trainer
 from tests import toy_task
 from tests.configs import toy_regression
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
 
 class _PictureToyTask(toy_task.ToyRegressionTask):
     """The toy task with a 'generations' grid and captions, like the host task's."""
@@ -38,8 +40,10 @@ class _PictureToyTask(toy_task.ToyRegressionTask):
             "generations.caption_tokens": jnp.ones((4, 3)),
         }
 
-    def caption_texts(self, tokens_BxL):
-        return [f"a long caption number {i} with several words" for i in range(len(tokens_BxL))]
+    def picture_captions(self, name, rows_RxBxHxWx3, annotations):
+        assert name == "generations" and rows_RxBxHxWx3.shape == (2, 4, 4, 4, 3)
+        tokens = annotations["caption_tokens"]
+        return [f"a long caption number {i} with several words" for i in range(len(tokens))]
 
 
 class _Capture(std_logging.Handler):
@@ -130,12 +134,16 @@ def test_windowed_rate_excludes_evaluation_and_compile_pauses():
     assert out["steps_per_sec_window"] == 20.0  # window_reports=2 periods of 10 steps
 
 
-def test_step_time_column_names_its_measure(tmp_path):
+def test_step_time_column_names_its_measure():
     new = {1: {"steps_per_sec": 2.0, "steps_per_sec_window": 10.0}}
     old = {1: {"steps_per_sec": 2.0}}
     assert aggregate.steps_per_sec_measure(new) == "train"
     assert aggregate.steps_per_sec_measure(old) == "wall"
     assert aggregate.steps_per_sec_measure({}) is None
+    results = {"sweep": "main", "split": "test", "confidence": 0.95, "groups": [], "seeds_needed": {}}
+    table = aggregate.markdown({**results, "step_time_measures": {"train": 2, "wall": 1}}, "t")
+    assert f"{aggregate.STEP_TIME_MEASURES['train']}: 2 run(s)" in table
+    assert f"{aggregate.STEP_TIME_MEASURES['wall']}: 1 run(s)" in table
 
 
 def _accumulator(workdir: pathlib.Path):
@@ -229,3 +237,37 @@ def test_dataset_build_says_it_builds_locally_without_download(tmp_path, capfd):
     log = "\n".join(lines)
     assert "Building dataset infotok_scenes locally from code (no download) into" in log, log
     assert "Built dataset infotok_scenes in" in log
+
+
+def test_host_generation_captions_carry_the_text_and_the_oracle_verdict(tmp_path, monkeypatch):
+    import importlib.util
+
+    from infotok_jax.data import experiment_data
+    from infotok_jax.tasks.host_task import HostTask
+
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    spec = importlib.util.spec_from_file_location("host_config", REPO / "experiments" / "configs" / "host.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("host=ar,tiny")
+    config.data.data_dir = str(tmp_path / "tiny")
+    experiment_data.ensure_prepared(config.data)
+    pipeline = experiment_data.make_pipeline(
+        config.data,
+        split="validation",
+        mesh=None,
+        seed=0,
+        shuffle=False,
+        batch_size=4,
+        every_process_reads_all=True,
+    )
+    batch = next(iter(pipeline))
+    images = np.asarray(batch["image"])
+    rows = np.stack([images, images])  # the data images as "generations": the oracle accepts them
+    wrong = np.stack([images, np.zeros_like(images)])  # blank pictures: the oracle rejects them
+    notes = {"caption_tokens": np.asarray(batch["caption_tokens"]), "objects": np.asarray(batch["objects"])}
+    task = HostTask(config)
+    captions = task.picture_captions("generations", rows, notes)
+    assert len(captions) == 4
+    assert all(c.endswith("  [oracle: correct]") and len(c.split()) > 4 for c in captions), captions
+    assert all(c.endswith("  [oracle: wrong]") for c in task.picture_captions("generations", wrong, notes))

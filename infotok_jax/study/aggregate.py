@@ -303,7 +303,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     measures = results.get("step_time_measures") or {}
     if measures:
-        parts = "; ".join(f"{STEP_TIME_MEASURES[k]}: {n} runs" for k, n in sorted(measures.items()))
+        parts = "; ".join(f"{STEP_TIME_MEASURES[k]}: {n} run(s)" for k, n in sorted(measures.items()))
         lines += [
             "",
             f"Step time / baseline: median steps/s of the baseline over the run's own, measured as {parts}. "

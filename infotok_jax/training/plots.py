@@ -23,7 +23,6 @@ ROW_TITLES = {
     "generations": ("data image", "generated"),
 }
 MIN_CAPTION_WIDTH = 360  # pixels: narrow grids are widened (white) so captions need fewer lines
-CAPTIONS_SUFFIX = ".caption_tokens"  # visualize entry `<grid>.caption_tokens`: (B, L) ids of the captions
 _INK, _PAPER = (0, 0, 0), (255, 255, 255)
 
 
@@ -114,26 +113,6 @@ def save_image_grid(path: epath.PathLike, rows_RxBxHxWx3: np.ndarray, **kwargs) 
     return save_png(path, image_grid(rows_RxBxHxWx3, **kwargs))
 
 
-def publish_pictures(pictures: Mapping[str, np.ndarray], task: Any, step: int, workdir, writer) -> None:
-    """Writes each grid of `task.visualize`'s output, labelled, to `images/<name>_step<step>.png` and to
-    TensorBoard as image `images/<name>` (captions also as text). An entry `<grid>.caption_tokens` is
-    turned into that grid's captions by `task.caption_texts(ids_BxL)` when the task has that method."""
-    for name, rows in pictures.items():
-        if name.endswith(CAPTIONS_SUFFIX):
-            continue
-        rows = np.asarray(rows)
-        titles = ROW_TITLES.get(name, tuple(f"row {r + 1}" for r in range(len(rows))))
-        tokens = pictures.get(name + CAPTIONS_SUFFIX)
-        captions = []
-        if tokens is not None and hasattr(task, "caption_texts"):
-            captions = task.caption_texts(np.asarray(tokens))
-        image = labeled_image_grid(rows, titles, captions)
-        save_png(epath.Path(workdir) / "images" / f"{name}_step{step:06d}.png", image)
-        text = "\n".join(f"{i + 1}. {c}  " for i, c in enumerate(captions))
-        rows_text = ", ".join(f"{t} (row {r + 1})" for r, t in enumerate(titles))
-        writer.write_image(step, f"images/{name}", image, f"rows: {rows_text}  \n{text}")
-
-
 def save_information_plane(
     path: epath.PathLike,
     curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
@@ -174,3 +153,24 @@ def save_information_plane(
         fig.savefig(f, format="png")
     plt.close(fig)
     return path
+
+
+def publish_pictures(pictures: Mapping[str, np.ndarray], task: Any, step: int, workdir, writer) -> None:
+    """Writes each grid of `task.visualize`'s output, labelled, to `images/<name>_step<step>.png` and to
+    TensorBoard as image `images/<name>` (captions also as text `images/<name>/captions`).
+
+    Entries named `<grid>.<key>` are not grids but annotations of `<grid>`: a task with a method
+    `picture_captions(name, rows_RxBxHxWx3, {key: array}) -> list[str]` turns them into one caption per
+    column (e.g. the caption text and the oracle's verdict on the generated image)."""
+    for name, rows in pictures.items():
+        if "." in name:
+            continue
+        rows = np.asarray(rows)
+        titles = ROW_TITLES.get(name, tuple(f"row {r + 1}" for r in range(len(rows))))
+        notes = {k[len(name) + 1 :]: np.asarray(v) for k, v in pictures.items() if k.startswith(f"{name}.")}
+        captions = task.picture_captions(name, rows, notes) if hasattr(task, "picture_captions") else []
+        image = labeled_image_grid(rows, titles, captions)
+        save_png(epath.Path(workdir) / "images" / f"{name}_step{step:06d}.png", image)
+        text = "\n".join(f"{i + 1}. {c}  " for i, c in enumerate(captions))
+        rows_text = ", ".join(f"{t} (row {r + 1})" for r, t in enumerate(titles))
+        writer.write_image(step, f"images/{name}", image, f"rows: {rows_text}  \n{text}")

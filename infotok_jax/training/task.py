@@ -61,8 +61,8 @@ class Task(Protocol):
     def visualize(self, variables: dict[str, PyTree], batch: Batch) -> dict[str, jax.Array]:
         """Images to write as PNG grids: name -> (rows, B, H, W, 3) float array in [0, 1].
 
-        An entry `<name>.caption_tokens` (B, L) labels grid `<name>` with captions when the task has a
-        `caption_texts(ids_BxL) -> list[str]` method (`plots.publish_pictures`). Traced and run by every
+        Entries `<name>.<key>` annotate grid `<name>` and become its column captions when the task has a
+        `picture_captions` method (`plots.publish_pictures`). Traced and run by every
         process on the global batch (it may contain collectives); only process 0 writes the result."""
 
     def information_plane_keys(self) -> tuple[str, str]:
