@@ -121,10 +121,7 @@ def _wrapped(text: str, wrap: int, max_lines: int) -> str:
     """`text` wrapped to `wrap` characters per line, at most `max_lines` lines (the last ends in '...')."""
     lines = textwrap.wrap(text, wrap, break_long_words=True) or [""]
     if len(lines) > max_lines:
-        lines = [
-            *lines[: max_lines - 1],
-            textwrap.shorten(lines[max_lines - 1], wrap - 3, placeholder="") + "...",
-        ]
+        lines = [*lines[: max_lines - 1], lines[max_lines - 1][: max(wrap - 3, 1)].rstrip() + "..."]
     return "\n".join(lines)
 
 
