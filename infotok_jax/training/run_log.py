@@ -133,9 +133,7 @@ class ProgressReporter:
         if step % self._every and step != self._num_train_steps:
             return {}
         now = self._train_clock()
-        if not self._samples:  # no `compiling` step opened the window: it opens here
-            self._samples.append((step, now))
-        elif step > self._samples[-1][0]:
+        if not self._samples or step > self._samples[-1][0]:  # the first sample opens the window
             self._samples.append((step, now))
         first_step, first_time = self._samples[0]
         done = step - first_step
