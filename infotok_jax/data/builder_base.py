@@ -5,6 +5,8 @@ Two workarounds for tensorflow-datasets 4.9.10 without TensorFlow:
   * `code_path` is overridden: for a builder living inside a package, TFDS's version evaluates
     `isinstance(path, importlib_resources.abc.Traversable)`, which needs the `importlib_resources`
     backport that is not a dependency of this project. The file of the class is what TFDS wants anyway.
+TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared" to stdout around
+a build; nothing is downloaded here, so those two messages are replaced by absl log lines saying so.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 from PIL import Image
 
@@ -39,6 +42,12 @@ class LocalGeneratorBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
             return epath.Path(inspect.getfile(cls))
         except (TypeError, OSError):
             return None
+
+    def _log_download_bytes(self) -> None:  # TFDS's "Downloading and preparing dataset ..." print
+        logging.info("Building dataset %s locally from code (no download) into %s", self.name, self.data_dir)
+
+    def _log_download_done(self) -> None:  # TFDS's "... downloaded and prepared to ..." print
+        logging.info("Built dataset %s in %s", self.name, self.data_dir)
 
 
 def offline_download_config() -> tfds.download.DownloadConfig:

@@ -4,7 +4,9 @@ Rendering uses matplotlib's Agg canvas on a `Figure` object (no pyplot global st
 fixed cell size and dpi and no tight bounding box, so a grid of n examples in c columns is exactly
 (min(n, c) * cell_width * dpi) x (ceil(n / c) * cell_height * dpi) pixels.
 Generation cells show the image with its caption underneath (green when the oracle accepted it, red
-when not); QA cells show the image, the question, the predicted answer and the true answer.
+when not); QA cells show the image, the question, the predicted answer and the true answer, each wrapped
+to `wrap` characters and cut to `max_lines` lines (ending in "...") so that long answers stay inside
+their cell.
 `path` is a local or gs:// path (written through `etils.epath`) or a binary file object.
 """
 
@@ -43,9 +45,11 @@ def _draw_grid(
     title: str | None,
     label: Callable[[Figure, dict[str, Any], float, float], None],
     image_fraction: float,
+    on_figure: Callable[[Figure], None] | None = None,
 ) -> tuple[int, int]:
     """Lays out one image per cell, `label(fig, example, x, y)` drawing its text below (x, y in figure
-    fractions: the cell centre, just under the image); writes the PNG and returns its pixel size."""
+    fractions: the cell centre, just under the image); writes the PNG and returns its pixel size.
+    `on_figure` receives the drawn figure (tests measure its text boxes)."""
     if not examples:
         raise ValueError("examples is empty; there is nothing to draw")
     if columns < 1:
@@ -69,6 +73,8 @@ def _draw_grid(
         label(fig, example, (c + 0.5) * cell_w / fig_w, (top - side - 0.06) / fig_h)
     if title:
         fig.suptitle(title, fontsize=9, y=1.0 - 0.05 / fig_h, va="top")
+    if on_figure is not None:
+        on_figure(fig)
     if hasattr(path, "write"):
         fig.savefig(path, dpi=dpi, format="png")
     else:
@@ -111,6 +117,23 @@ def generation_grid(
     return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction=0.66)
 
 
+def _wrapped(text: str, wrap: int, max_lines: int) -> str:
+    """`text` wrapped to `wrap` characters per line, at most `max_lines` lines (the last ends in '...')."""
+    lines = textwrap.wrap(text, wrap, break_long_words=True) or [""]
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], lines[max_lines - 1][: max(wrap - 3, 1)].rstrip() + "..."]
+    return "\n".join(lines)
+
+
+def qa_label_lines(example: dict[str, Any], wrap: int, max_lines: int) -> tuple[str, str, str]:
+    """The question, predicted and true answer texts of a QA cell, each at most `max_lines` x `wrap`."""
+    return (
+        _wrapped(f"Q: {example['question']}", wrap, max_lines),
+        _wrapped(f"pred: {example['predicted']}", wrap, max_lines),
+        _wrapped(f"true: {example['answer']}", wrap, max_lines),
+    )
+
+
 def qa_grid(
     examples: Sequence[dict[str, Any]],
     path: PathOrFile,
@@ -119,6 +142,8 @@ def qa_grid(
     cell_inches: tuple[float, float] = (1.8, 2.2),
     dpi: int = 100,
     wrap: int = 30,
+    max_lines: int = 2,
+    on_figure: Callable[[Figure], None] | None = None,
 ) -> tuple[int, int]:
     """Writes a PNG of question-answer examples; returns its (width, height) in pixels.
 
@@ -126,30 +151,20 @@ def qa_grid(
       examples: dicts with "image", "question", "predicted", "answer" and optional "correct" (colors the
         prediction), as kept by `evaluate_understanding`.
       path / columns / title / cell_inches / dpi / wrap: as `generation_grid`.
+      max_lines: lines per text (question, prediction, answer); longer ones are cut with "...".
+      on_figure: called with the drawn matplotlib figure before it is saved.
     """
+    line_pt = 8.0  # per 6-pt line
 
     def label(fig: Figure, ex: dict[str, Any], x: float, y: float) -> None:
-        question = "\n".join(textwrap.wrap(f"Q: {ex['question']}", wrap))
-        fig.text(x, y, question, ha="center", va="top", fontsize=6)
-        lines = question.count("\n") + 1
-        dy = (lines + 0.4) * 8.0 / 72.0 / fig.get_figheight()  # 8 pt per 6-pt line
-        fig.text(
-            x,
-            y - dy,
-            f"pred: {ex['predicted']}",
-            ha="center",
-            va="top",
-            fontsize=6,
-            color=_verdict_color(ex, "correct"),
-            weight="bold",
-        )
-        fig.text(
-            x,
-            y - dy - 9.0 / 72.0 / fig.get_figheight(),
-            f"true: {ex['answer']}",
-            ha="center",
-            va="top",
-            fontsize=6,
-        )
+        inch = 1.0 / fig.get_figheight()
+        question, predicted, answer = qa_label_lines(ex, wrap, max_lines)
+        styles = ({}, {"color": _verdict_color(ex, "correct"), "weight": "bold"}, {})
+        for text, style in zip((question, predicted, answer), styles, strict=True):
+            fig.text(x, y, text, ha="center", va="top", fontsize=6, **style)
+            y -= (text.count("\n") + 1.25) * line_pt / 72.0 * inch
 
-    return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction=0.68)
+    # room for 3 blocks of max_lines lines under the image
+    text_inches = 3 * (max_lines + 0.25) * line_pt / 72.0 + 0.1
+    image_fraction = min(0.68, max(0.3, (cell_inches[1] - text_inches - 0.1) / cell_inches[1]))
+    return _draw_grid(examples, path, columns, cell_inches, dpi, title, label, image_fraction, on_figure)

@@ -14,7 +14,10 @@ d_s = run_s - baseline_s give a mean difference with a 95% Student-t interval ov
 mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n); a difference reads as supported only when the interval
 excludes 0 (n >= 2 needed). `seeds_needed` turns the measured spread of the differences into the number
 of seeds that resolves a given difference. The step-time ratio is baseline steps/s over the run's own
-(> 1: slower than the baseline).
+(> 1: slower than the baseline). Runs logged since the trainer's windowed rate (`steps_per_sec_window`
+present) measure training steps only; older histories hold a whole-run rate that includes compilation,
+evaluation and checkpoints. Each run records its measure, a pair of different measures gets no ratio,
+and the table says which measures its column holds.
 """
 
 from __future__ import annotations
@@ -75,6 +78,21 @@ METRICS = (
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
 
+STEP_TIME_MEASURES = {
+    "train": "training steps only, a window of recent steps (compile, evaluation and checkpoints excluded)",
+    "wall": "whole-run wall clock incl. compilation, evaluation and checkpoints (runs logged before the "
+    "windowed rate)",
+}
+
+
+def steps_per_sec_measure(history: dict[int, dict[str, float]]) -> str | None:
+    """'train' if the run logged the windowed training-only rate, 'wall' for the older cumulative rate,
+    None if it logged no rate (keys of `STEP_TIME_MEASURES`)."""
+    if any("steps_per_sec_window" in r for r in history.values()):
+        return "train"
+    return "wall" if any("steps_per_sec" in r for r in history.values()) else None
+
+
 def median_steps_per_sec(history: dict[int, dict[str, float]]) -> float | None:
     """Median of the `steps_per_sec` values a run logged (None if it logged none)."""
     values = [r["steps_per_sec"] for r in history.values() if "steps_per_sec" in r]
@@ -107,6 +125,7 @@ def collect_run(run: Run, root: pathlib.Path) -> dict[str, Any]:
                 record["metrics"][m.key] = history[steps[-1]][m.key]
     record["metrics"] = {k: float(v) for k, v in record["metrics"].items() if math.isfinite(v)}
     record["steps_per_sec"] = median_steps_per_sec(history)
+    record["steps_per_sec_measure"] = steps_per_sec_measure(history)
     return record
 
 
@@ -165,7 +184,8 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
         record["baseline_metrics"] = base["metrics"] if base is not None else {}
         if base is None and run.arm == "none":  # the baseline itself: its own steps/s
             base = record
-        if base is not None and base["steps_per_sec"] and record["steps_per_sec"]:
+        same_measure = base is not None and base["steps_per_sec_measure"] == record["steps_per_sec_measure"]
+        if same_measure and base["steps_per_sec"] and record["steps_per_sec"]:
             record["metrics"]["step_time_vs_baseline"] = base["steps_per_sec"] / record["steps_per_sec"]
         records.append(record)
     groups: dict[tuple, dict[str, Any]] = {}
@@ -204,8 +224,18 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
         "metrics": {m.key: m.label for m in METRICS},
         "groups": summary,
         "seeds_needed": _seeds_needed(summary),
+        "step_time_measures": _measure_counts(records),
         "runs": records,
     }
+
+
+def _measure_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many runs measured their steps/s each way (`STEP_TIME_MEASURES`)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record["steps_per_sec_measure"] is not None:
+            counts[record["steps_per_sec_measure"]] = counts.get(record["steps_per_sec_measure"], 0) + 1
+    return counts
 
 
 def _seeds_needed(groups: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -271,6 +301,14 @@ def markdown(results: dict[str, Any], title: str) -> str:
             *(_cell(g["metrics"].get(m.key), m.digits) for m in shown),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    measures = results.get("step_time_measures") or {}
+    if measures:
+        parts = "; ".join(f"{STEP_TIME_MEASURES[k]}: {n} run(s)" for k, n in sorted(measures.items()))
+        lines += [
+            "",
+            f"Step time / baseline: median steps/s of the baseline over the run's own, measured as {parts}. "
+            "A run and a baseline measured differently get no ratio.",
+        ]
     paired = [m for m in shown if m.paired]
     level = round(100 * results["confidence"])
     lines += [

@@ -43,7 +43,8 @@ def _read_json(path: pathlib.Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-HISTORY_KEYS = ("loss", "steps_per_sec")  # kept at every logged step, with the in-training evaluation's
+# kept at every logged step, with the in-training evaluation's
+HISTORY_KEYS = ("loss", "steps_per_sec", "steps_per_sec_window")
 
 
 def _history(workdir: pathlib.Path) -> list[dict[str, Any]]:

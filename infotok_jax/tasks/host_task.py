@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from infotok_jax import infotok
+from infotok_jax.data import experiment_data as data_lib
+from infotok_jax.data import preparation, scene_oracle, text_tokenizer
 from infotok_jax.mllm import hosts
 from infotok_jax.tasks import base
 
@@ -58,5 +60,27 @@ class HostTask(base.ExperimentTask):
         variables = {**variables, "params": self.model_params(variables["params"])}
         captions = batch["caption_tokens"][:8]
         generated = hosts.generate(self.model, variables, captions, jax.random.key(0))["images"]
-        images = batch["image"][:8]
-        return {"generations": jnp.stack([images, jnp.clip(generated, 0.0, 1.0)])}
+        images, objects = batch["image"][:8], batch["objects"][:8]
+        grid = jnp.stack([images, jnp.clip(generated, 0.0, 1.0)])
+        # `<grid>.<key>` entries annotate the grid: see plots.publish_pictures and picture_captions
+        return {"generations": grid, "generations.caption_tokens": captions, "generations.objects": objects}
+
+    def picture_captions(self, name: str, rows_RxBxHxWx3, annotations: dict) -> list[str]:
+        """Captions of the generation grid's columns with the scene oracle's verdict on each generated
+        image ([] without a vocabulary; no verdict on data without scene objects)."""
+        c = self.config.data
+        if name != "generations" or c.name.startswith("tfds:"):
+            return []
+        if getattr(self, "_text_tokenizer", None) is None:
+            prepared = preparation.open_prepared(c.name, c.data_dir, **data_lib.builder_kwargs(c))
+            self._text_tokenizer = text_tokenizer.WordTokenizer.load(prepared.tokenizer_path)
+        vocab = self._text_tokenizer.vocab_size
+        tokens = annotations["caption_tokens"].tolist()
+        texts = [self._text_tokenizer.decode([i for i in row if 0 <= i < vocab]) for row in tokens]
+        objects_BxOx4 = annotations["objects"]
+        if not (objects_BxOx4[:, 0, 0] >= 0).all():
+            return texts
+        correct = scene_oracle.score_batch(rows_RxBxHxWx3[1], objects_BxOx4, c.image_size)["all_correct"]
+        return [
+            f"{t}  [oracle: {'correct' if ok else 'wrong'}]" for t, ok in zip(texts, correct, strict=True)
+        ]

@@ -1,7 +1,9 @@
-"""Metric writers (JSONL + TensorBoard event files, no TensorFlow) and a progress reporter.
+"""Metric writers: `metrics.jsonl` and TensorBoard event files (tensorboardX, no TensorFlow).
 
-Only process 0 writes files; every process logs through absl. `clu.metric_writers` would need TensorFlow,
-so TensorBoard events are written with tensorboardX.
+Only process 0 writes files. `clu.metric_writers` would need TensorFlow, so TensorBoard events are
+written with tensorboardX: the scalars, the labelled image grids (with their captions as text), the
+resolved config as text at start, and the hyperparameters (the flattened config, for TensorBoard's
+HPARAMS tab, naming the evaluation scalars as its metrics) on close.
 
 On a gs:// workdir (objects cannot be appended to): `metrics.jsonl` is kept in memory and the whole
 object is uploaded again at most every `sync_every_secs` seconds, on `flush()` and on `close()`;
@@ -14,17 +16,17 @@ killed with SIGKILL therefore loses at most the last `sync_every_secs` of metric
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
-from absl import logging
 from etils import epath
 
 from infotok_jax import storage
@@ -83,6 +85,20 @@ class _TensorBoard:
     def add_scalar(self, name: str, value: float, step: int) -> None:
         self._writer.add_scalar(name, value, step)
 
+    def add_image(self, name: str, image_HxWx3: np.ndarray, step: int) -> None:
+        self._writer.add_image(name, image_HxWx3, step, dataformats="HWC")
+
+    def add_text(self, name: str, text: str, step: int) -> None:
+        self._writer.add_text(name, text, step)
+
+    def add_hparams(self, hparams: Mapping[str, Any], metric_names: list[str]) -> None:
+        """The hparams plugin's experiment, session start and end, in this run's own event file
+        (tensorboardX's `add_hparams` would write them into a new sub-run)."""
+        from tensorboardX.summary import hparams as hparams_summaries
+
+        for summary in hparams_summaries(dict(hparams), dict.fromkeys(metric_names, 0.0)):
+            self._writer.file_writer.add_summary(summary)
+
     def flush(self) -> None:
         self._writer.flush()
         if self._remote:
@@ -109,6 +125,7 @@ class MetricWriter:
         enabled: bool | None = None,
         sync_every_secs: float = 30.0,
         tb_flush_secs: float = 120.0,
+        config: ml_collections.ConfigDict | None = None,
     ):
         self._enabled = jax.process_index() == 0 if enabled is None else enabled
         self._remote = storage.is_remote(workdir)
@@ -120,6 +137,11 @@ class MetricWriter:
             workdir = epath.Path(workdir)
             self._jsonl = _JsonlFile(workdir / "metrics.jsonl")
             self._tb = _TensorBoard(workdir / "tensorboard", tb_flush_secs)
+        self._config = config
+        self._scalar_names: set[str] = set()
+        if self._enabled and config is not None:
+            text = config.to_json_best_effort(indent=1, sort_keys=True)
+            self._tb.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), 0)
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         values = {k: _to_float(v) for k, v in scalars.items()}
@@ -128,8 +150,18 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
         for name, value in values.items():
             self._tb.add_scalar(name, value, int(step))
+        self._scalar_names.update(values)
         if self._remote and time.monotonic() - self._last_sync >= self._sync_every:
             self.flush()
+
+    def write_image(self, step: int, name: str, image_HxWx3: np.ndarray, captions: str = "") -> None:
+        """A uint8 (H, W, 3) picture as TensorBoard image `name`, and `captions` (Markdown) as text
+        `<name>/captions`."""
+        if not self._enabled:
+            return
+        self._tb.add_image(name, np.asarray(image_HxWx3, np.uint8), int(step))
+        if captions:
+            self._tb.add_text(f"{name}/captions", captions, int(step))
 
     def flush(self) -> None:
         if self._enabled:
@@ -139,8 +171,28 @@ class MetricWriter:
 
     def close(self) -> None:
         if self._enabled:
+            if self._config is not None:
+                metrics = sorted(n for n in self._scalar_names if n.startswith("eval/")) or ["loss"]
+                self._tb.add_hparams(flat_hparams(self._config), metrics)
             self._jsonl.close()
             self._tb.close()
+
+
+def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The config flattened to dotted names with bool/int/float/str values (others as their repr)."""
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping | ml_collections.ConfigDict):
+            for key in sorted(value.keys()):
+                visit(f"{prefix}{key}.", value[key])
+        elif isinstance(value, bool | int | float | str):
+            flat[prefix[:-1]] = value
+        else:
+            flat[prefix[:-1]] = repr(value)
+
+    visit("", config)
+    return flat
 
 
 def read_metrics(workdir: epath.PathLike) -> dict[int, dict[str, float]]:
@@ -159,40 +211,3 @@ def read_metrics(workdir: epath.PathLike) -> dict[int, dict[str, float]]:
         step = record.pop("step")
         records.setdefault(step, {}).update(record)
     return records
-
-
-def _format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-class ProgressReporter:
-    """Logs steps/s and ETA every `every_steps` steps (wall clock, excluding the first, compiling step)."""
-
-    def __init__(self, num_train_steps: int, every_steps: int):
-        self._num_train_steps = num_train_steps
-        self._every = max(int(every_steps), 1)
-        self._t0: float | None = None
-        self._step0 = 0
-
-    def __call__(self, step: int) -> dict[str, float]:
-        """Call after step `step` completed; returns {'steps_per_sec': ...} when it reports."""
-        now = time.perf_counter()
-        if self._t0 is None:
-            self._t0, self._step0 = now, step
-            return {}
-        if step % self._every and step != self._num_train_steps:
-            return {}
-        done = step - self._step0
-        rate = done / max(now - self._t0, 1e-9)
-        eta = (self._num_train_steps - step) / rate if rate > 0 else math.inf
-        logging.info(
-            "step %d/%d  %.2f steps/s  ETA %s",
-            step,
-            self._num_train_steps,
-            rate,
-            _format_duration(eta) if math.isfinite(eta) else "?",
-        )
-        return {"steps_per_sec": rate}

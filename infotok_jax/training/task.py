@@ -61,8 +61,9 @@ class Task(Protocol):
     def visualize(self, variables: dict[str, PyTree], batch: Batch) -> dict[str, jax.Array]:
         """Images to write as PNG grids: name -> (rows, B, H, W, 3) float array in [0, 1].
 
-        Traced and run by every process on the global batch (it may contain collectives); only process 0
-        writes the result."""
+        Entries `<name>.<key>` annotate grid `<name>` and become its column captions when the task has a
+        `picture_captions` method (`plots.publish_pictures`). Traced and run by every
+        process on the global batch (it may contain collectives); only process 0 writes the result."""
 
     def information_plane_keys(self) -> tuple[str, str]:
         """Metric names (compression, relevance) for the information-plane plot."""

@@ -10,21 +10,30 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from etils import epath
 
 from infotok_jax import storage
 
 STAGES = ("startup_s", "compile_s", "train_s", "eval_s", "checkpoint_s")
+PAUSES = ("compile_s", "eval_s", "checkpoint_s")  # what the training-only steps/s leaves out
 
 
 class StageTimer:
-    """Accumulates wall-clock seconds per stage; `started_at` (time.time()) opens the start-up stage."""
+    """Accumulates wall-clock seconds per stage; `started_at` (time.time()) opens the start-up stage.
 
-    def __init__(self, started_at: float | None = None):
+    `clock` (seconds, monotonic) times the stages; tests inject a fake one.
+    """
+
+    def __init__(self, started_at: float | None = None, clock: Callable[[], float] = time.perf_counter):
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self._started_at = time.time() if started_at is None else started_at
+        self.clock = clock
+
+    def paused_seconds(self) -> float:
+        """Seconds spent so far in the stages that are not training steps (`PAUSES`)."""
+        return sum(self.seconds[name] for name in PAUSES)
 
     def end_startup(self) -> None:
         """Closes the start-up stage (process start until the first training step is dispatched)."""
@@ -34,11 +43,11 @@ class StageTimer:
     def stage(self, name: str) -> Iterator[None]:
         if name not in self.seconds:
             raise ValueError(f"unknown stage {name!r}; one of {STAGES}")
-        start = time.perf_counter()
+        start = self.clock()
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - start
+            self.seconds[name] += self.clock() - start
 
     def write(self, workdir: epath.PathLike) -> None:
         """Adds this session's seconds to `<workdir>/timing.json` (call on process 0 only)."""

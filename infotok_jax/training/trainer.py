@@ -26,7 +26,15 @@ from etils import epath
 
 from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
-from infotok_jax.training import checkpointing, config_checks, plots, reporting, timing, workdir_lock
+from infotok_jax.training import (
+    checkpointing,
+    config_checks,
+    plots,
+    reporting,
+    run_log,
+    timing,
+    workdir_lock,
+)
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
@@ -98,9 +106,9 @@ class _Evaluator:
     process, and only process 0 writes the pictures.
     """
 
-    def __init__(self, task: Task, mesh, config: ml_collections.ConfigDict):
+    def __init__(self, task: Task, mesh, config: ml_collections.ConfigDict, writer: reporting.MetricWriter):
         replicated = sharding_lib.replicated(mesh)
-        self._task, self._config = task, config
+        self._task, self._config, self._writer = task, config, writer
         self._metrics_fn = distributed.CompiledTogether(
             jax.jit(task.eval_metrics, out_shardings=replicated), "eval_metrics"
         )
@@ -126,8 +134,7 @@ class _Evaluator:
         if first_batch is not None:
             pictures = jax.device_get(self._visualize_fn(variables, first_batch))
             if jax.process_index() == 0:
-                for name, rows in pictures.items():
-                    plots.save_image_grid(workdir / "images" / f"{name}_step{step:06d}.png", rows)
+                plots.publish_pictures(pictures, self._task, step, workdir, self._writer)
         return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
 
 
@@ -182,11 +189,12 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         if config.get("init_from"):
             state = _restore_params_only(config.init_from, abstract_state, state)
     start_step = int(jax.device_get(state.step))
+    run_log.log_run_start(workdir, state.params, start_step, config.num_train_steps)
 
-    evaluate = _Evaluator(task, mesh, config)
-    writer = reporting.MetricWriter(workdir)
-    progress = reporting.ProgressReporter(config.num_train_steps, config.log_every_steps)
-    sigterm = _StopSignalFlag()
+    writer = reporting.MetricWriter(workdir, config=config)
+    evaluate = _Evaluator(task, mesh, config, writer)
+    progress = run_log.ProgressReporter(config.num_train_steps, config.log_every_steps, timer)
+    stop_signal = _StopSignalFlag()
     state_is_finite = checkpointing.make_finite_check(mesh)
     last_finite_step = start_step
     last_checkpoint = latest
@@ -203,7 +211,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             )
         last_finite_step = step
         if step % config.log_every_steps == 0 or step == config.num_train_steps:
-            writer.write_scalars(step, {**values, **progress(step)})
+            writer.write_scalars(step, {**values, **progress(step, values)})
 
     final_metrics: dict[str, float] = {}
     pending = None
@@ -213,7 +221,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         for step in range(start_step, config.num_train_steps):
             batch = next(train_iter)
             if step == start_step:
-                with timer.stage("compile_s"):
+                with progress.compiling(step):
                     state, metrics = train_step(state, batch)
                     jax.block_until_ready(metrics)
                 train_start = time.perf_counter()
@@ -223,7 +231,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
                 record(*pending)
             pending = (step + 1, metrics)
             completed = step + 1
-            preempted = sigterm.raised or checkpointer.reached_preemption(completed)
+            preempted = stop_signal.raised or checkpointer.reached_preemption(completed)
             is_last = completed == config.num_train_steps
             if completed % config.checkpoint_every_steps == 0 or is_last or preempted:
                 record(*pending)
@@ -249,6 +257,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
                 with timer.stage("eval_s"):
                     final_metrics = evaluate(state, mesh, completed, workdir)
                 writer.write_scalars(completed, final_metrics)
+                progress.log_eval(completed, final_metrics)
         if pending is not None:
             record(*pending)
     finally:
@@ -256,7 +265,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             checkpointer.wait_until_finished()
             checkpointer.close()
         writer.close()
-        sigterm.restore()
+        stop_signal.restore()
     elapsed = time.perf_counter() - train_start
     timer.seconds["train_s"] += max(elapsed - timer.seconds["eval_s"] - timer.seconds["checkpoint_s"], 0.0)
 
