@@ -39,6 +39,11 @@ def validate_as_config_error(field: str, validate: Callable[[], None]) -> None:
         ) from None
 
 
+def check_data(config: ml_collections.ConfigDict) -> None:
+    """The `config.data` block (name, builder settings, splits, batch sizes, vocabulary), read-only."""
+    validate_as_config_error("data", lambda: data_lib.validate_config(config.data))
+
+
 def check_relevance_target(config: ml_collections.ConfigDict) -> None:
     """The privileged Y variants need the field they read: `label` classes, or the scenes `objects`."""
     target = config.infotok.relevance_target

@@ -117,10 +117,11 @@ def train_and_evaluate(
     Returns the final evaluation metrics. `started_at` (time.time() at process start) lets the start-up
     time in `timing.json` include what ran before this call.
     """
-    workdir = epath.Path(workdir)
     config_checks.check_training_config(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape)
     step_setup = train_state_lib.setup(task, config, mesh)
+    config_checks.check_before_writing(config, workdir, mesh)  # every check before the first write
+    workdir = epath.Path(workdir)
     config_checks.check_workdir_writable(workdir)
     checkpointing.check_or_record_config(workdir, config)
     timer = timing.StageTimer(started_at)
@@ -138,8 +139,8 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         print(f"Compiled the train step for mesh {dict(mesh.shape)}.\nmemory_analysis(): {memory}")
         return {}
 
+    train_iter = task.train_iterator(mesh)  # before the checkpointer: a data error leaves no thread behind
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    train_iter = task.train_iterator(mesh)
     latest = checkpointer.latest_step()
     if latest is not None:
         state, data_state, _ = checkpointer.restore(latest, abstract_state)
