@@ -6,7 +6,8 @@ that shapes the model or the data would score the checkpoint on another dataset 
 report; such a config is refused naming the fields. What may differ is what the evaluation does not
 read from the run: the training-loop knobs the trainer may change on resume
 (`checkpointing.RESUMABLE_FIELDS`, which include `evaluation.*` and the mesh), the optimizer,
-`init_from`, and the data fields that only size or place the input (batch sizes, threads, `data_dir`).
+`init_from`, the host's sampling knobs and the data fields that only size or place the input (batch
+sizes, threads, `data_dir`).
 All checks read files only: nothing is created in the workdir.
 """
 
@@ -25,6 +26,7 @@ from infotok_jax.training import checkpointing, config_checks
 EVALUATION_MAY_DIFFER = (
     "optimizer",
     "init_from",
+    "host.sampling",  # decoding knobs: they change the samples scored, not the model
     "data.global_batch_size",
     "data.eval_batch_size",
     "data.num_threads",

@@ -70,7 +70,8 @@ def check_workdir_flag(workdir: epath.PathLike | None) -> None:
     """An empty --workdir would resolve to the current directory: refuse it."""
     if workdir is None or not str(workdir).strip():
         raise ConfigError(
-            "--workdir is empty; give the run its own directory (--workdir=/tmp/run or gs://bucket/run)"
+            "--workdir is empty (it would mean the current directory); pass a directory, e.g. "
+            "--workdir=/tmp/run or gs://bucket/run"
         )
 
 
