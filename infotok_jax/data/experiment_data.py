@@ -16,7 +16,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from infotok_jax import distributed
-from infotok_jax.data import pipeline, preparation, registry, scenes_render, scenes_spec
+from infotok_jax.data import pipeline, preparation, registry, scenes_render, scenes_spec, tfds_adapter
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.data.tfds_adapter import TextLengths
 
@@ -94,6 +94,20 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
             f"{c.text_vocab_size} is smaller than {c.name}'s vocabulary ({vocab_size} "
             f"words); use at least {vocab_size}",
         )
+
+
+def check_available(c: ml_collections.ConfigDict) -> None:
+    """A `tfds:` dataset must already be prepared under `data_dir` with both splits (read-only check);
+    registered datasets are built on first use. Raises ValueError ("config.data.<field>: ...")."""
+    if not registry.is_external_tfds(c.name):
+        return
+    for field in ("train_split", "eval_split"):
+        try:
+            tfds_adapter.open_source(c.name, c.data_dir, c[field])
+        except FileNotFoundError as e:
+            raise ValueError(f"config.data.name: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"config.data.{field}: {e}") from None
 
 
 def make_tiny(c: ml_collections.ConfigDict) -> None:

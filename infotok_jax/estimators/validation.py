@@ -4,8 +4,8 @@ Every check here runs on static information only (shapes, dtypes, Python values)
 while `jax.jit` traces it, with a message that names the argument and says what to change. Values that
 are only known at run time (a traced bandwidth array) cannot be checked here and are documented as the
 caller's responsibility: a bandwidth passed as a concrete array (numpy or jax) is checked like a
-Python number, but one computed inside the traced function (a tracer) is not, and a non-positive or
-non-finite traced bandwidth gives NaN or Inf values rather than an error.
+Python number, but a traced one (an argument of the jitted function, or computed inside it) is not: a
+non-positive or non-finite traced bandwidth gives wrong kernel values rather than an error.
 """
 
 from __future__ import annotations

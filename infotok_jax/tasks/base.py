@@ -71,6 +71,10 @@ class ExperimentTask:
     def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
         return data_lib.abstract_batch(self.config.data)
 
+    def check_data_available(self) -> None:
+        """Before anything is written: a `tfds:` dataset is prepared under data_dir (read-only)."""
+        validate_as_config_error("data", lambda: data_lib.check_available(self.config.data))
+
     def train_iterator(self, mesh: Mesh):
         data = self.config.data
         data_lib.ensure_prepared(data)  # builds the dataset on first use; --compile_only never gets here

@@ -121,6 +121,8 @@ def train_and_evaluate(
     mesh = sharding_lib.make_mesh(config.mesh_shape)
     step_setup = train_state_lib.setup(task, config, mesh)
     config_checks.check_before_writing(config, workdir, mesh)  # every check before the first write
+    if not compile_only and hasattr(task, "check_data_available"):  # --compile_only runs without data
+        task.check_data_available()
     workdir = epath.Path(workdir)
     config_checks.check_workdir_writable(workdir)
     checkpointing.check_or_record_config(workdir, config)
