@@ -9,6 +9,7 @@ batch shapes without touching any file (for ahead-of-time compilation).
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -61,10 +62,10 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 
     Reads no file, so it runs before anything is written (and for --compile_only without the data):
     the dataset name, its builder settings, splits, batch sizes and, for registered datasets, that
-    `text_vocab_size` covers the closed vocabulary. A `tfds:` dataset's presence is checked when read.
+    `text_vocab_size` covers the closed vocabulary. A `tfds:` dataset's presence: `check_available`.
     """
 
-    def fail(field: str, message: str) -> None:
+    def fail(field: str, message: str) -> NoReturn:
         raise ValueError(f"config.data.{field}: {message}")
 
     for field in ("global_batch_size", "eval_batch_size", "num_threads"):

@@ -7,8 +7,7 @@ report; such a config is refused naming the fields. What may differ is what the 
 read from the run: the training-loop knobs the trainer may change on resume
 (`checkpointing.RESUMABLE_FIELDS`, which include `evaluation.*` and the mesh), the optimizer,
 `init_from`, the host's sampling knobs and the data fields that only size or place the input (batch
-sizes, threads, `data_dir`).
-All checks read files only: nothing is created in the workdir.
+sizes, threads, `data_dir`). All checks only read files: nothing is created in the workdir.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
         raise config_checks.ConfigError(
             f"the config differs from the run's {recorded} in fields that change the model or the data: "
             f"{detail}{more}. Evaluate with the run's config (the same --config arguments and overrides "
-            "as its training); only evaluation.*, the mesh and batch sizes may differ"
+            "as its training); only evaluation.*, host.sampling.*, the mesh and batch sizes may differ"
         )
 
 

@@ -52,7 +52,7 @@ def check_training_config(config: ml_collections.ConfigDict) -> None:
         check_local_data_dir(config.data.data_dir)
 
 
-def check_before_writing(config: ml_collections.ConfigDict, workdir: str, mesh) -> None:
+def check_before_writing(config: ml_collections.ConfigDict, workdir: epath.PathLike, mesh) -> None:
     """Every generic check of a training run that needs the mesh or reads files; writes nothing.
 
     Run after the task was built (its constructor validates the task's own fields) and before the workdir
