@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def parse(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
     """Parses comma-separated `key=value` / `flag` items against `allowed` (name -> default).
@@ -34,3 +36,18 @@ def parse(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
         else:
             values[key] = raw
     return values
+
+
+def tokens_per_side(tokens: int, image_size: int) -> int:
+    """The side of the square grid of `tokens` image tokens; ValueError listing the counts that fit.
+
+    A count that is not a square, or whose side does not divide `image_size`, cannot be honoured exactly.
+    """
+    side = math.isqrt(tokens) if tokens > 0 else 0
+    if side < 1 or side * side != tokens or image_size % side:
+        valid = [s * s for s in range(1, image_size + 1) if image_size % s == 0]
+        raise ValueError(
+            f"config argument tokens={tokens} cannot be honoured: the tokens form a square grid whose side "
+            f"divides the image size {image_size}; choose one of {valid}"
+        )
+    return side

@@ -68,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.text_vocab_size = 64  # >= the scenes vocabulary (44 words)
 
     config.host = hosts.default_host_config(args["host"])  # host LM + its shared tokenizer
-    link_host_to_data(config, tokens_per_side=int(round(args["tokens"] ** 0.5)))
+    link_host_to_data(config, config_args.tokens_per_side(args["tokens"], config.data.image_size))
 
     config.infotok = infotok.default_config()  # the InfoTok regularizer (fields documented there)
     config.infotok.estimator = args["arm"]

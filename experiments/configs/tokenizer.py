@@ -56,7 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.image_size = image_size
     config.model.encoder = args["encoder"]
     config.model.quantizer = args["quantizer"]
-    config.model.patch_size = image_size // int(round(args["tokens"] ** 0.5))  # tokens stay fixed
+    side = config_args.tokens_per_side(args["tokens"], config.data.image_size)  # refuses an inexact count
+    config.model.patch_size = image_size // side  # tokens stay fixed
 
     config.infotok = infotok.default_config()  # the InfoTok regularizer (fields documented there)
     config.infotok.estimator = args["arm"]

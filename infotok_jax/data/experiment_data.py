@@ -9,6 +9,7 @@ batch shapes without touching any file (for ahead-of-time compilation).
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from infotok_jax import distributed
-from infotok_jax.data import pipeline, preparation, scenes_render, scenes_spec
+from infotok_jax.data import pipeline, preparation, registry, scenes_render, scenes_spec, tfds_adapter
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.data.tfds_adapter import TextLengths
 
@@ -54,6 +55,60 @@ def default_config(dataset: str = "scenes") -> ml_collections.ConfigDict:
     c.num_eval = 0  # scenes: validation/test/holdout examples each (0 = builder default)
     c.num_threads = 2  # grain decode threads per host
     return c
+
+
+def validate_config(c: ml_collections.ConfigDict) -> None:
+    """Raises ValueError ("config.data.<field>: ... fix") for a data block that cannot be built or read.
+
+    Reads no file, so it runs before anything is written (and for --compile_only without the data):
+    the dataset name, its builder settings, splits, batch sizes and, for registered datasets, that
+    `text_vocab_size` covers the closed vocabulary. A `tfds:` dataset's presence: `check_available`.
+    """
+
+    def fail(field: str, message: str) -> NoReturn:
+        raise ValueError(f"config.data.{field}: {message}")
+
+    for field in ("global_batch_size", "eval_batch_size", "num_threads"):
+        if int(c[field]) < 1:
+            fail(field, f"must be >= 1, got {c[field]}")
+    for field in ("num_train", "num_eval"):
+        if int(c[field]) < 0:
+            fail(field, f"must be >= 0 (0 = the builder default), got {c[field]}")
+    if registry.is_external_tfds(c.name):
+        return
+    try:
+        spec = registry.get_spec(c.name)
+    except ValueError as e:
+        fail("name", str(e))
+    for field in ("train_split", "eval_split"):
+        if c[field] not in spec.splits:
+            fail(field, f"{c[field]!r} is not a split of {c.name}; choose one of {spec.splits}")
+    if c.name.startswith("scenes"):
+        if not 0.0 <= float(c.nuisance) <= 1.0:
+            fail("nuisance", f"{c.nuisance} must lie in [0, 1] (the background nuisance strength)")
+    elif c.nuisance:
+        fail("nuisance", f"{c.nuisance}: {c.name} has no nuisance setting; set it to 0")
+    vocab_size = spec.make_tokenizer().vocab_size
+    if vocab_size > c.text_vocab_size:
+        fail(
+            "text_vocab_size",
+            f"{c.text_vocab_size} is smaller than {c.name}'s vocabulary ({vocab_size} "
+            f"words); use at least {vocab_size}",
+        )
+
+
+def check_available(c: ml_collections.ConfigDict) -> None:
+    """A `tfds:` dataset must already be prepared under `data_dir` with both splits (read-only check);
+    registered datasets are built on first use. Raises ValueError ("config.data.<field>: ...")."""
+    if not registry.is_external_tfds(c.name):
+        return
+    for field in ("train_split", "eval_split"):
+        try:
+            tfds_adapter.open_source(c.name, c.data_dir, c[field])
+        except FileNotFoundError as e:
+            raise ValueError(f"config.data.name: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"config.data.{field}: {e}") from None
 
 
 def make_tiny(c: ml_collections.ConfigDict) -> None:

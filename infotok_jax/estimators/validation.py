@@ -3,7 +3,9 @@
 Every check here runs on static information only (shapes, dtypes, Python values), so a bad call fails
 while `jax.jit` traces it, with a message that names the argument and says what to change. Values that
 are only known at run time (a traced bandwidth array) cannot be checked here and are documented as the
-caller's responsibility.
+caller's responsibility: a bandwidth passed as a concrete array (numpy or jax) is checked like a
+Python number, but a traced one (an argument of the jitted function, or computed inside it) is not: a
+non-positive or non-finite traced bandwidth gives wrong kernel values rather than an error.
 """
 
 from __future__ import annotations
@@ -95,11 +97,12 @@ def check_bandwidth(name: str, bandwidth: Any, kernel: str) -> None:
     shape = getattr(bandwidth, "shape", None)
     if shape is None:
         raise TypeError(f"{name} must be a positive number, a scalar array or 'median'; got {bandwidth!r}")
-    if kernel == "multiscale" and len(shape) == 1:
-        return
-    if len(shape) != 0:
+    if len(shape) != 0 and not (kernel == "multiscale" and len(shape) == 1):
         raise ValueError(f"{name} must be a scalar; got an array of shape {tuple(shape)}")
-    if isinstance(bandwidth, np.ndarray) and not (np.isfinite(bandwidth) and bandwidth > 0):
+    if isinstance(bandwidth, jax.core.Tracer):
+        return  # a traced value is unknown until run time: the caller's responsibility (module docstring)
+    values = np.asarray(bandwidth)  # numpy or a concrete jax array: checked the same way
+    if values.size == 0 or not (np.all(np.isfinite(values)) and np.all(values > 0)):
         raise ValueError(f"{name} must be positive and finite; got {bandwidth!r}")
 
 

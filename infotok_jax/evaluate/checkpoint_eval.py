@@ -25,7 +25,7 @@ from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
 from infotok_jax.data import experiment_data
 from infotok_jax.data.text_tokenizer import WordTokenizer
-from infotok_jax.evaluate import report
+from infotok_jax.evaluate import report, run_checks
 from infotok_jax.mllm import hosts
 from infotok_jax.training import checkpointing, config_checks, train_state
 from infotok_jax.training.task import Task
@@ -95,11 +95,11 @@ def evaluate_checkpoint(
 
     "paths" is empty on processes other than 0 (they compute the same results but write nothing).
     """
-    workdir = epath.Path(workdir)
-    if config.task != "host":
-        raise ValueError(f"config.task={config.task!r}: the evaluation binary scores MLLM hosts ('host')")
-    config_checks.check_local_data_dir(config.data.data_dir)
+    config_checks.check_training_config(config)  # the run's own checks: mesh shape, local data_dir, ...
     mesh = sharding_lib.make_mesh(config.mesh_shape)
+    run_checks.check_evaluation_config(config, mesh)
+    run_checks.check_run(config, workdir)  # refuses another run's config before reading anything else
+    workdir = epath.Path(workdir)
     variables, step = restore_variables(task, config, workdir, mesh)
     with sharding_lib.logical_sharding(mesh, sharding_lib.logical_axis_rules(config)):
         results = _evaluate(config, task, variables, mesh, max_batches)

@@ -61,6 +61,14 @@ class _Tally:
         self.sums = dict.fromkeys(METRICS, 0)
         self.num_objects = 0
         self.num_images = 0
+        self.nonfinite = False  # a scored image held NaN/Inf: every rate is NaN, not a count of misses
+
+    def add_images(self, images: np.ndarray, objects_BxOx4: np.ndarray, image_size: int) -> dict:
+        """Scores float images with the oracle; non-finite images mark the tally instead (rates NaN)."""
+        scores = scene_oracle.score_batch(images, objects_BxOx4, image_size)
+        self.nonfinite |= not bool(np.all(np.isfinite(images)))
+        self.add(scores)
+        return scores
 
     def add(self, scores: dict[str, np.ndarray]) -> None:
         valid = scores["valid"]
@@ -75,7 +83,8 @@ class _Tally:
         out = {}
         for name in METRICS:
             denominator = self.num_objects if name in PER_OBJECT else self.num_images
-            out[prefix + name] = self.sums[name] / denominator if denominator else float("nan")
+            defined = denominator and not self.nonfinite
+            out[prefix + name] = self.sums[name] / denominator if defined else float("nan")
         return out
 
 
@@ -115,6 +124,8 @@ def evaluate_generation(
       (per-object attributes are fractions of requested objects, the rest fractions of images), the same
       names prefixed with floor_noise_, floor_other_, truth_ and (with reconstruct_fn) ceiling_recon_,
       num_prompts, num_images, num_objects, and "examples": dicts {image, caption, all_correct}.
+      Rates are NaN when an image they score (generated or reconstructed) holds NaN or Inf: a diverged
+      model reads as undefined, not as 0.0.
     """
     if samples_per_prompt < 1 or other_draws < 1:
         raise ValueError(
@@ -133,6 +144,8 @@ def evaluate_generation(
         captions = np.asarray(batch["caption_tokens"], np.int32)
         shape = (captions.shape[0], image_size, image_size, 3)
         true_images = as_images(batch["image"], "batch['image']", shape)
+        if not np.all(np.isfinite(true_images)):
+            raise ValueError("batch['image'] holds NaN or Inf values; check the dataset")
         truth_images.append(true_images)
         truth_objects.append(objects_BxOx4)
         truth.add(scene_oracle.score_batch(true_images, objects_BxOx4, image_size))
@@ -140,13 +153,12 @@ def evaluate_generation(
         noise.add(scene_oracle.score_batch(noise_images, objects_BxOx4, image_size))
         if reconstruct_fn is not None:
             recon = as_images(reconstruct_fn(true_images), "reconstruct_fn", shape)
-            ceiling.add(scene_oracle.score_batch(recon, objects_BxOx4, image_size))
+            ceiling.add_images(recon, objects_BxOx4, image_size)
         batch_key = jax.random.fold_in(gen_key, b)
         for s in range(samples_per_prompt):
             out = _images_of(generate_fn(captions, jax.random.fold_in(batch_key, s)))
             images = as_images(out, "generate_fn", shape)
-            scores = scene_oracle.score_batch(images, objects_BxOx4, image_size)
-            tally.add(scores)
+            scores = tally.add_images(images, objects_BxOx4, image_size)
             keep = min(shape[0], num_examples - len(examples)) if s == 0 else 0
             for i in range(keep):
                 text = (

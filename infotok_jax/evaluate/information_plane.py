@@ -103,10 +103,19 @@ def centered_gram(x_NxD: np.ndarray) -> np.ndarray | None:
     return k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
 
 
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
 def nhsic_with_floor(
     a_NxD: np.ndarray, b_NxE: np.ndarray, num_permutations: int, seed: int = 0
 ) -> tuple[float, float]:
-    """(biased normalized HSIC of a and b, its mean over `num_permutations` shuffles of b's rows)."""
+    """(biased normalized HSIC of a and b, its mean over `num_permutations` shuffles of b's rows).
+
+    NaN (both) when a or b holds a non-finite value: a diverged model's tokens read as undefined.
+    """
+    if not _finite(a_NxD, b_NxE):
+        return float("nan"), float("nan")
     ka, kb = centered_gram(a_NxD), centered_gram(b_NxE)
     if ka is None or kb is None:
         return float("nan"), float("nan")
@@ -128,12 +137,13 @@ def probe_r2(
     Dual (kernel) form with the linear kernel of features standardized over the whole sample (no target
     enters it), so the cost is O(n^2 d) whatever d; folds are interleaved (example i in fold
     i mod PROBE_FOLDS). R^2 pools every target dimension: 1 - sum of squared errors / sum of squares
-    around the target's mean. NaN for a constant target.
+    around the target's mean. NaN for a constant target, and for non-finite features or targets (the
+    standardization would silently drop a NaN column and score the rest).
     """
     x = np.asarray(features_NxD, np.float64)
     y = np.asarray(target_NxE, np.float64).reshape(len(x), -1)
     n = len(x)
-    if not np.any(y.std(axis=0) > 0):
+    if not _finite(x, y) or not np.any(y.std(axis=0) > 0):
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     targets = [y] + [y[rng.permutation(n)] for _ in range(num_permutations)]

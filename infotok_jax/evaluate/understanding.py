@@ -112,6 +112,8 @@ def evaluate_understanding(
         if not keep.any():
             continue
         images = np.asarray(batch["image"], np.float32)[keep]
+        if not np.all(np.isfinite(images)):
+            raise ValueError("batch['image'] holds NaN or Inf values; check the dataset")
         questions = np.asarray(batch["question_tokens"], np.int32)[keep]
         truth = np.asarray(batch["answer_tokens"], np.int32)[keep]
         length = truth.shape[1] if max_answer_len is None else int(max_answer_len)

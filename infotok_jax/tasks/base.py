@@ -39,6 +39,11 @@ def validate_as_config_error(field: str, validate: Callable[[], None]) -> None:
         ) from None
 
 
+def check_data(config: ml_collections.ConfigDict) -> None:
+    """The `config.data` block (name, builder settings, splits, batch sizes, vocabulary), read-only."""
+    validate_as_config_error("data", lambda: data_lib.validate_config(config.data))
+
+
 def check_relevance_target(config: ml_collections.ConfigDict) -> None:
     """The privileged Y variants need the field they read: `label` classes, or the scenes `objects`."""
     target = config.infotok.relevance_target
@@ -65,6 +70,10 @@ class ExperimentTask:
 
     def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
         return data_lib.abstract_batch(self.config.data)
+
+    def check_data_available(self) -> None:
+        """Before anything is written: a `tfds:` dataset is prepared under data_dir (read-only)."""
+        validate_as_config_error("data", lambda: data_lib.check_available(self.config.data))
 
     def train_iterator(self, mesh: Mesh):
         data = self.config.data

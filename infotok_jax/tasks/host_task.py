@@ -25,6 +25,7 @@ class HostTask(base.ExperimentTask):
         base.validate_as_config_error("host", lambda: hosts.validate_host_config(config.host))
         quantizer = config.host.tokenizer.quantizer
         base.validate_as_config_error("infotok", lambda: infotok.validate(config.infotok, quantizer))
+        base.check_data(config)
         base.check_relevance_target(config)
         self.config = config
         self.tokenizer_config = config.host.tokenizer

@@ -24,6 +24,7 @@ class TokenizerTask(base.ExperimentTask):
         base.validate_as_config_error(
             "infotok", lambda: infotok.validate(config.infotok, config.model.quantizer)
         )
+        base.check_data(config)
         base.check_relevance_target(config)
         self.config = config
         self.tokenizer_config = config.model

@@ -151,10 +151,13 @@ def train_and_evaluate(
     Returns the final evaluation metrics. `started_at` (time.time() at process start) lets the start-up
     time in `timing.json` include what ran before this call.
     """
-    workdir = epath.Path(workdir)
     config_checks.check_training_config(config)
     mesh = sharding_lib.make_mesh(config.mesh_shape)
     step_setup = train_state_lib.setup(task, config, mesh)
+    config_checks.check_before_writing(config, workdir, mesh)  # every check before the first write
+    if not compile_only and hasattr(task, "check_data_available"):  # --compile_only runs without data
+        task.check_data_available()
+    workdir = epath.Path(workdir)
     config_checks.check_workdir_writable(workdir)
     with workdir_lock.WorkdirLock(workdir):
         checkpointing.check_or_record_config(workdir, config)
@@ -173,10 +176,16 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         print(f"Compiled the train step for mesh {dict(mesh.shape)}.\nmemory_analysis(): {memory}")
         return {}
 
+    train_iter = task.train_iterator(mesh)  # before the checkpointer: a data error leaves no thread behind
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-    train_iter = task.train_iterator(mesh)
-    checkpointing.check_target_step(checkpointer.all_steps(), config.num_train_steps, checkpointer.directory)
-    found = checkpointer.restore_newest_valid(lambda s: checkpointer.restore(s, abstract_state))
+    try:
+        checkpointing.check_target_step(
+            checkpointer.all_steps(), config.num_train_steps, checkpointer.directory
+        )
+        found = checkpointer.restore_newest_valid(lambda s: checkpointer.restore(s, abstract_state))
+    except BaseException:
+        checkpointer.close()  # its threads would outlive the error and fail again at interpreter exit
+        raise
     latest = found[0] if found is not None else None
     if found is not None:
         state, data_state, _ = found[1]

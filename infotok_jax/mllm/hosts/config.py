@@ -95,6 +95,10 @@ def validate_host_config(c: ml_collections.ConfigDict) -> None:
         _fail("cfg_dropout", c.cfg_dropout, "must be in [0, 1)")
     if c.flow.samples_per_token < 1:
         _fail("flow.samples_per_token", c.flow.samples_per_token, "must be >= 1")
+    try:  # the backbone's checks (sizes >= 1, num_heads a multiple of num_kv_heads, ...) at config time
+        lm_config(c, max_len=1)
+    except ValueError as e:
+        raise ValueError(f"host config: {str(e).replace('TransformerConfig.', 'lm.')}") from None
 
 
 def lm_config(c: ml_collections.ConfigDict, max_len: int) -> TransformerConfig:
