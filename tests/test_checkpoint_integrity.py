@@ -234,8 +234,8 @@ def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(copy, caplog)
 
 def test_nothing_non_finite_is_saved_and_the_message_says_there_is_no_checkpoint(tmp_path):
     workdir = tmp_path / "run"
-    with pytest.raises(trainer.NonFiniteLossError) as error:
-        _train(workdir, "steps=4,ckpt=1,lr=inf")
+    with pytest.raises(trainer.NonFiniteLossError) as error:  # 1e39 passes the config check, is inf in f32
+        _train(workdir, "steps=4,ckpt=1,lr=1e39")
     assert "non-finite values in the train state" in str(error.value)
     assert "step range 1..1" in str(error.value) and "no checkpoint yet" in str(error.value)
     assert harness.checkpoint_steps(workdir) == []
@@ -245,7 +245,7 @@ def test_after_a_nan_a_lower_learning_rate_resumes_from_the_last_good_checkpoint
     workdir = tmp_path / "run"
     _train(workdir, "steps=5,ckpt=5")
     with pytest.raises(trainer.NonFiniteLossError) as error:
-        _train(workdir, "steps=10,ckpt=5,lr=inf")
+        _train(workdir, "steps=10,ckpt=5,lr=1e39")
     assert "last good checkpoint is step 5" in str(error.value)
     assert "Lower --config.optimizer.learning_rate" in str(error.value)
     assert harness.checkpoint_steps(workdir) == [5]
