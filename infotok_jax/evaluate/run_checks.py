@@ -61,9 +61,9 @@ def check_run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
     current = json.loads(checkpointing.config_to_json(config))
     bad = differing_fields(saved, current)
     if bad:
+        run, given = checkpointing.flatten_config(saved), checkpointing.flatten_config(current)
         detail = ", ".join(
-            f"{n} (run: {_flat(saved).get(n, '<missing>')!r}, given: {_flat(current).get(n, '<missing>')!r})"
-            for n in bad[:8]
+            f"{n} (run: {run.get(n, '<missing>')!r}, given: {given.get(n, '<missing>')!r})" for n in bad[:8]
         )
         more = f" and {len(bad) - 8} more" if len(bad) > 8 else ""
         raise config_checks.ConfigError(
@@ -71,16 +71,6 @@ def check_run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> Non
             f"{detail}{more}. Evaluate with the run's config (the same --config arguments and overrides "
             "as its training); only evaluation.*, host.sampling.*, the mesh and batch sizes may differ"
         )
-
-
-def _flat(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def check_evaluation_config(config: ml_collections.ConfigDict, mesh) -> None:

@@ -70,12 +70,13 @@ class NoUsableCheckpointError(IncompatibleWorkdirError):
     """Every checkpoint step of a directory failed verification or restoration."""
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
+    """{dotted field name: value} of a nested config dict."""
     flat = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten_config(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -93,7 +94,7 @@ def _resumable(name: str) -> bool:
 
 def incompatible_fields(saved: dict, current: dict) -> list[str]:
     """Config fields (dotted names) that differ and are not resumable."""
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    flat_saved, flat_current = flatten_config(saved), flatten_config(current)
     names = sorted(set(flat_saved) | set(flat_current))
     return [
         n
