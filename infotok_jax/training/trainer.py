@@ -177,6 +177,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         return {}
 
     train_iter = task.train_iterator(mesh)  # before the checkpointer: a data error leaves no thread behind
+    logging.info("Restoring or initializing the train state (the first start compiles the initializer)")
     checkpointer = checkpointing.Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
     try:
         checkpointing.check_target_step(
