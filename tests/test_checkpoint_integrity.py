@@ -213,19 +213,25 @@ def _write_lock(workdir, host: str, pid: int) -> None:
 
 @pytest.mark.parametrize("host", ["this", "elsewhere"])
 def test_a_held_workdir_lock_refuses_a_second_training(copy, host):
-    _write_lock(copy, socket.gethostname() if host == "this" else "other-host", os.getpid())
-    with pytest.raises(workdir_lock.WorkdirLockedError) as error:
-        _train(copy, "steps=15,ckpt=5,hidden=1024")
+    holder = subprocess.Popen(["sleep", "60"])
+    _write_lock(copy, socket.gethostname() if host == "this" else "other-host", holder.pid)
+    try:
+        with pytest.raises(workdir_lock.WorkdirLockedError) as error:
+            _train(copy, "steps=15,ckpt=5,hidden=1024")
+    finally:
+        holder.kill()
+        holder.wait()
     assert "in use by another training run" in str(error.value)
     assert f"delete {copy / workdir_lock.LOCK_FILE}" in str(error.value)
     assert harness.checkpoint_steps(copy) == [5, 10]
     assert (copy / workdir_lock.LOCK_FILE).exists()  # the holder's lock stays
 
 
-def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(copy, caplog):
+@pytest.mark.parametrize("holder", ["dead", "own pid"])  # a restarted container may reuse the pid
+def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(copy, caplog, holder):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    _write_lock(copy, socket.gethostname(), dead.pid)
+    _write_lock(copy, socket.gethostname(), dead.pid if holder == "dead" else os.getpid())
     with caplog.at_level(logging.WARNING):
         _train(copy, ARGS)
     assert "Taking over the stale workdir lock" in caplog.text

@@ -6,7 +6,8 @@ and start time, created with create-if-absent semantics on local disk (`O_CREAT 
 when the run ends, also on errors. Only process 0 of a multi-process run takes it.
 
 A lock left by a run that died without removing it (kill -9, a lost machine) is stale:
-- on the same host, a lock whose pid no longer runs is taken over with a warning;
+- on the same host, a lock whose pid no longer runs (or is this process: a restarted container often
+  reuses the pid) is taken over with a warning;
 - otherwise the lock cannot be judged from here; the error names the holder and the file to delete
   (`rm <workdir>/train.lock`, or `gcloud storage rm gs://.../train.lock`) once that run is known to be
   gone.
@@ -130,7 +131,8 @@ class WorkdirLock:
             holder is not None
             and holder.get("host") == self.record["host"]
             and isinstance(holder.get("pid"), int)
-            and not _pid_running(holder["pid"])
+            # a restarted container often gets the dead run's pid: then the "running" holder is us
+            and (holder["pid"] == os.getpid() or not _pid_running(holder["pid"]))
         )
 
     def _take_over(self, holder: dict) -> bool:
