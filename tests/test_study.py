@@ -454,6 +454,22 @@ def test_paired_differences_use_the_same_seed_and_a_t_interval(tmp_path):
         assert draw(results, tmp_path / f"{draw.__name__}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_ib_arms_are_also_paired_with_the_supervised_control_of_their_seed(tmp_path):
+    runs = protocol.plan("controls", ["ar"], ["none", "supervised", "hsic"], [0, 1], steps=None, extra="tiny")
+    runs = [r for r in runs if r.value in protocol.HEADLINE_LABELS]
+    acc = "test/understanding/accuracy"
+    offsets = {"none": 0.0, "supervised": 0.20, "hsic": 0.21}  # hsic: +0.21 over none, +0.01 over control
+    for run in runs:
+        _fake_run(tmp_path, run, {acc: 0.4 + 0.1 * run.seed + offsets[run.arm]}, steps_per_sec=1.0)
+    groups = {g["arm"]: g for g in aggregate.aggregate(runs, tmp_path, "controls")["groups"]}
+    assert groups["hsic"]["paired"][acc]["diffs"] == pytest.approx([0.21, 0.21])
+    assert groups["hsic"]["paired_vs_control"][acc]["diffs"] == pytest.approx([0.01, 0.01])
+    assert groups["supervised"]["paired_vs_control"] == {} and groups["none"]["paired_vs_control"] == {}
+    table = aggregate.markdown(aggregate.aggregate(runs, tmp_path, "controls"), "t")
+    below = table.split("Paired differences from the supervised control")[1]
+    assert "| ar | hsic | hsic: full | 2 | +0.010 [+0.010, +0.010] * |" in below
+
+
 def test_seeds_needed_follows_the_t_interval_and_one_seed_has_no_interval():
     assert aggregate.seeds_needed(0.02, 0.02) == 7  # t_{0.975,6} * 0.02 / sqrt(7) = 0.0185 < 0.02
     assert aggregate.seeds_needed(0.02, 0.1) == 3 and aggregate.seeds_needed(0.0, 0.01) == 2

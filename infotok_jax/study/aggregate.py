@@ -9,15 +9,17 @@ excess over the permutation floor, flat token view, 512 examples); from the trai
 
 Paired statistics: runs of one seed share initialization and data order across arms, so each run is
 compared with its baseline of the same host and seed: the `none` arm at the same sweep point when that
-run exists, else the main baseline `<host>-none-s<seed>`. Per metric, the per-seed differences
-d_s = run_s - baseline_s give a mean difference with a 95% Student-t interval over seeds,
-mean(d) +- t_{0.975, n-1} * sd(d) / sqrt(n); a difference reads as supported only when the interval
-excludes 0 (n >= 2 needed). `seeds_needed` turns the measured spread of the differences into the number
-of seeds that resolves a given difference. The step-time ratio is baseline steps/s over the run's own
-(> 1: slower than the baseline). Runs logged since the trainer's windowed rate (`steps_per_sec_window`
-present) measure training steps only; older histories hold a whole-run rate that includes compilation,
-evaluation and checkpoints. Each run records its measure, a pair of different measures gets no ratio,
-and the table says which measures its column holds.
+run exists, else the main baseline `<host>-none-s<seed>`. Per metric, the per-seed differences d_s =
+run_s - baseline_s give a mean difference with a 95% Student-t interval over seeds, mean(d) +- t_{0.975,
+n-1} * sd(d) / sqrt(n); a difference reads as supported only when the interval excludes 0 (n >= 2
+needed). The IB arms (`CONTROLLED_ARMS`) are also paired with the supervised control of their host and
+seed when it ran (`control_run`): the issue credits them only with what they add beyond the supervision
+their terms carry. `seeds_needed` turns the measured spread of the differences into the number of seeds
+that resolves a given difference. The step-time ratio is baseline steps/s over the run's own (> 1: slower
+than the baseline). Runs logged since the trainer's windowed rate (`steps_per_sec_window` present)
+measure training steps only; older histories hold a whole-run rate that includes compilation, evaluation
+and checkpoints. Each run records its measure, a pair of different measures gets no ratio, and the table
+says which measures its column holds.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from infotok_jax.training import reporting
 
 REPORT_SPLIT = "test"  # the split the study's tables report; see the module docstring
 CONFIDENCE = 0.95
+CONTROLLED_ARMS = ("vib", "hsic")  # also paired with the supervised control of their host and seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +142,17 @@ def baseline_run(run: Run, root: pathlib.Path) -> Run | None:
     return None
 
 
+def control_run(run: Run, root: pathlib.Path) -> Run | None:
+    """For an IB arm's run: the supervised control of the same host and seed (`<host>-supervised-s<seed>`,
+    the same signal through plain losses, no IB) if its workdir exists; None for other arms."""
+    if run.arm not in CONTROLLED_ARMS:
+        return None
+    name = f"{run.host}-supervised-s{run.seed}"
+    if (pathlib.Path(root) / "runs" / name).is_dir():
+        return dataclasses.replace(run, name=name, arm="supervised")
+    return None
+
+
 def t_interval(diffs: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
     """Mean of paired differences with its Student-t interval over seeds (no bounds with one seed)."""
     values = [float(d) for d in diffs]
@@ -182,6 +196,8 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
         base = collect_run(base_run, root) if base_run is not None else None
         record["baseline"] = base_run.name if base_run is not None else None
         record["baseline_metrics"] = base["metrics"] if base is not None else {}
+        control = control_run(run, root)
+        record["control_metrics"] = collect_run(control, root)["metrics"] if control is not None else {}
         if base is None and run.arm == "none":  # the baseline itself: its own steps/s
             base = record
         same_measure = base is not None and base["steps_per_sec_measure"] == record["steps_per_sec_measure"]
@@ -201,6 +217,7 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
                 "complete": 0,
                 "per_metric": {},
                 "per_diff": {},
+                "per_control_diff": {},
             },
         )
         group["seeds"].append(record["seed"])
@@ -209,13 +226,17 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
             group["per_metric"].setdefault(k, []).append(v)
             if record["baseline"] is not None and k in record["baseline_metrics"]:
                 group["per_diff"].setdefault(k, []).append(v - record["baseline_metrics"][k])
+            if k in record["control_metrics"]:
+                group["per_control_diff"].setdefault(k, []).append(v - record["control_metrics"][k])
     summary = []
     for group in groups.values():
-        per_metric, per_diff = group.pop("per_metric"), group.pop("per_diff")
+        per_metric = group.pop("per_metric")
         group["metrics"] = {k: summarize(per_metric[k]) for k in METRIC_KEYS if k in per_metric}
-        group["paired"] = {
-            m.key: t_interval(per_diff[m.key]) for m in METRICS if m.paired and per_diff.get(m.key)
-        }
+        for out, diffs in (
+            ("paired", group.pop("per_diff")),
+            ("paired_vs_control", group.pop("per_control_diff")),
+        ):
+            group[out] = {m.key: t_interval(diffs[m.key]) for m in METRICS if m.paired and diffs.get(m.key)}
         summary.append(group)
     return {
         "sweep": sweep,
@@ -320,12 +341,18 @@ def markdown(results: dict[str, Any], title: str) -> str:
         "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
         "|" + " --- |" * (len(ident) + 1 + len(paired)),
     ]
-    for g in results["groups"]:
-        if not g["paired"]:
-            continue
-        n = max(p["n"] for p in g["paired"].values())
-        cells = [*ident_cells(g), str(n), *(_diff_cell(g["paired"].get(m.key), m.digits) for m in paired)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _diff_rows(results["groups"], "paired", ident_cells, paired)
+    if any(g.get("paired_vs_control") for g in results["groups"]):
+        lines += [
+            "",
+            "Paired differences from the supervised control (`<host>-supervised-s<seed>`: the same text "
+            "signal through a linear probe and caption alignment, no IB): what an IB arm adds beyond the "
+            "supervision its terms carry; same intervals and *.",
+            "",
+            "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
+            "|" + " --- |" * (len(ident) + 1 + len(paired)),
+            *_diff_rows(results["groups"], "paired_vs_control", ident_cells, paired),
+        ]
     if results["seeds_needed"]:
         lines += [
             "",
@@ -341,6 +368,18 @@ def markdown(results: dict[str, Any], title: str) -> str:
                     f" -> {need['seeds']} seeds"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _diff_rows(groups, field: str, ident_cells, metrics) -> list[str]:
+    """Table rows of the paired differences in `field` ("paired" or "paired_vs_control") per group."""
+    rows = []
+    for g in groups:
+        if not g.get(field):
+            continue
+        n = max(p["n"] for p in g[field].values())
+        cells = [*ident_cells(g), str(n), *(_diff_cell(g[field].get(m.key), m.digits) for m in metrics)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def write(results: dict[str, Any], out_dir: pathlib.Path, title: str) -> dict[str, pathlib.Path]:
