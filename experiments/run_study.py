@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from infotok_jax.study import aggregate, plots, protocol, runner  # noqa: E402
+from infotok_jax.study import aggregate, plots, protocol, runner, tables  # noqa: E402
 from infotok_jax.study import results as results_lib  # noqa: E402
 
 PYTHON = sys.executable  # the interpreter of the runs' subprocesses
@@ -139,7 +139,7 @@ def write_outputs(
     """Aggregates `runs` from the workdir-shaped `root` into `out_dir`, draws the figures; returns paths."""
     results = aggregate.aggregate(runs, root, sweep)
     title = "InfoTok study: main protocol" if sweep == "main" else f"InfoTok study: {sweep} sweep"
-    paths = aggregate.write(results, out_dir, title)
+    paths = tables.write(results, out_dir, title)
     paths["information_plane"] = plots.information_plane(results, out_dir / "information_plane.png")
     if sweep == "main":
         paths["bars"] = plots.bar_chart(results, out_dir / "bars.png")

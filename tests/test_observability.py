@@ -21,7 +21,7 @@ from absl import logging
 from PIL import Image
 
 from infotok_jax.evaluate import grids
-from infotok_jax.study import aggregate
+from infotok_jax.study import aggregate, tables
 from infotok_jax.training import plots, reporting, run_log, timing, trainer
 from tests import toy_task
 from tests.configs import toy_regression
@@ -141,7 +141,7 @@ def test_step_time_column_names_its_measure():
     assert aggregate.steps_per_sec_measure(old) == "wall"
     assert aggregate.steps_per_sec_measure({}) is None
     results = {"sweep": "main", "split": "test", "confidence": 0.95, "groups": [], "seeds_needed": {}}
-    table = aggregate.markdown({**results, "step_time_measures": {"train": 2, "wall": 1}}, "t")
+    table = tables.markdown({**results, "step_time_measures": {"train": 2, "wall": 1}}, "t")
     assert f"{aggregate.STEP_TIME_MEASURES['train']}: 2 run(s)" in table
     assert f"{aggregate.STEP_TIME_MEASURES['wall']}: 1 run(s)" in table
 

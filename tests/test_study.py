@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from infotok_jax.study import aggregate, protocol
+from infotok_jax.study import aggregate, protocol, tables
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STUDY = [sys.executable, str(REPO / "experiments" / "run_study.py")]
@@ -196,9 +196,9 @@ def test_base_smoke_compiles_ahead_of_time_on_simulated_devices_without_data(tmp
 
 
 def test_table_cell_shows_a_std_only_with_two_or_more_seeds():
-    assert aggregate._cell(aggregate.summarize([0.5]), 3) == "0.500"
-    assert aggregate._cell(aggregate.summarize([0.5, 0.7]), 3) == f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}"
-    assert aggregate._cell(None, 3) == "—"
+    assert tables._cell(aggregate.summarize([0.5]), 3) == "0.500"
+    assert tables._cell(aggregate.summarize([0.5, 0.7]), 3) == f"0.600 ± {np.std([0.5, 0.7], ddof=1):.3f}"
+    assert tables._cell(None, 3) == "—"
 
 
 # --- protocol: variants, slices; runner: result files, skipping, time budget (fake binaries) ---------
@@ -442,11 +442,11 @@ def test_paired_differences_use_the_same_seed_and_a_t_interval(tmp_path):
     assert not groups["hsic"]["paired"][gen]["supported"]
     assert groups["hsic"]["metrics"]["step_time_vs_baseline"]["values"] == [2.0, 2.0, 2.0]
 
-    table = aggregate.markdown(results, "t")
+    table = tables.markdown(results, "t")
     row = next(line for line in table.splitlines() if line.startswith("| ar | hsic | 3 |"))
     assert f"+{d.mean():.3f} [+{d.mean() - half:.3f}, +{d.mean() + half:.3f}] *" in row
     assert "Student-t" in table
-    paths = aggregate.write(results, tmp_path / "out", "t")
+    paths = tables.write(results, tmp_path / "out", "t")
     assert json.loads(paths["json"].read_text())["groups"][1]["paired"][acc]["supported"] is True
     from infotok_jax.study import plots
 
@@ -454,20 +454,24 @@ def test_paired_differences_use_the_same_seed_and_a_t_interval(tmp_path):
         assert draw(results, tmp_path / f"{draw.__name__}.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_ib_arms_are_also_paired_with_the_supervised_control_of_their_seed(tmp_path):
-    runs = protocol.plan("controls", ["ar"], ["none", "supervised", "hsic"], [0, 1], steps=None, extra="tiny")
+def test_ib_arms_are_also_paired_with_the_supervised_control_and_hsic_with_vib(tmp_path):
+    arms = ["none", "supervised", "hsic", "vib"]
+    runs = protocol.plan("controls", ["ar"], arms, [0, 1], steps=None, extra="tiny")
     runs = [r for r in runs if r.value in protocol.HEADLINE_LABELS]
     acc = "test/understanding/accuracy"
-    offsets = {"none": 0.0, "supervised": 0.20, "hsic": 0.21}  # hsic: +0.21 over none, +0.01 over control
+    offsets = {"none": 0.0, "supervised": 0.20, "hsic": 0.21, "vib": 0.22}  # hsic: +0.01 over the control
     for run in runs:
         _fake_run(tmp_path, run, {acc: 0.4 + 0.1 * run.seed + offsets[run.arm]}, steps_per_sec=1.0)
     groups = {g["arm"]: g for g in aggregate.aggregate(runs, tmp_path, "controls")["groups"]}
     assert groups["hsic"]["paired"][acc]["diffs"] == pytest.approx([0.21, 0.21])
-    assert groups["hsic"]["paired_vs_control"][acc]["diffs"] == pytest.approx([0.01, 0.01])
-    assert groups["supervised"]["paired_vs_control"] == {} and groups["none"]["paired_vs_control"] == {}
-    table = aggregate.markdown(aggregate.aggregate(runs, tmp_path, "controls"), "t")
-    below = table.split("Paired differences from the supervised control")[1]
-    assert "| ar | hsic | hsic: full | 2 | +0.010 [+0.010, +0.010] * |" in below
+    assert groups["hsic"]["paired_vs"]["supervised"][acc]["diffs"] == pytest.approx([0.01, 0.01])
+    assert groups["hsic"]["paired_vs"]["vib"][acc]["diffs"] == pytest.approx([-0.01, -0.01])
+    assert groups["vib"]["paired_vs"]["supervised"][acc]["diffs"] == pytest.approx([0.02, 0.02])
+    assert groups["supervised"]["paired_vs"] == {} and groups["none"]["paired_vs"] == {}
+    table = tables.markdown(aggregate.aggregate(runs, tmp_path, "controls"), "t")
+    control, vib = table.split("Paired differences from the supervised control")[1].split("from VIB")
+    assert "| ar | hsic | hsic: full | 2 | +0.010 [+0.010, +0.010] * |" in control
+    assert "| ar | hsic | hsic: full | 2 | -0.010 [-0.010, -0.010] * |" in vib
 
 
 def test_seeds_needed_follows_the_t_interval_and_one_seed_has_no_interval():
@@ -475,7 +479,7 @@ def test_seeds_needed_follows_the_t_interval_and_one_seed_has_no_interval():
     assert aggregate.seeds_needed(0.02, 0.1) == 3 and aggregate.seeds_needed(0.0, 0.01) == 2
     one = aggregate.t_interval([0.3])
     assert one["lo"] is None and not one["supported"]
-    assert aggregate._diff_cell(one, 3) == "+0.300 (1 seed)"
+    assert tables._diff_cell(one, 3) == "+0.300 (1 seed)"
 
 
 def test_runs_share_one_compilation_cache_per_study_unless_the_user_chose_one(tmp_path, monkeypatch):

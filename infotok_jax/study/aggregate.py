@@ -1,4 +1,4 @@
-"""Collects the study's per-run results: mean +- std per arm and paired differences from the baseline.
+"""Collects the study's per-run results: mean +- std per arm and paired differences (rendered by `tables`).
 
 Per run it reads the evaluation binary's `eval/step_<N>/metrics.json` on `REPORT_SPLIT` = "test" (a split
 no default, sampler or weight was chosen on; validation is where those choices were made) and the
@@ -12,9 +12,10 @@ compared with its baseline of the same host and seed: the `none` arm at the same
 run exists, else the main baseline `<host>-none-s<seed>`. Per metric, the per-seed differences d_s =
 run_s - baseline_s give a mean difference with a 95% Student-t interval over seeds, mean(d) +- t_{0.975,
 n-1} * sd(d) / sqrt(n); a difference reads as supported only when the interval excludes 0 (n >= 2
-needed). The IB arms (`CONTROLLED_ARMS`) are also paired with the supervised control of their host and
-seed when it ran (`control_run`): the issue credits them only with what they add beyond the supervision
-their terms carry. `seeds_needed` turns the measured spread of the differences into the number of seeds
+needed). Runs are also paired with other arms of their host and seed (`REFERENCES`, `reference_run`): every
+IB run with the supervised control (the issue credits the IB arms only with what they add beyond the
+supervision their terms carry), and the main HSIC run with the main VIB run (the paper's HSIC-vs-VIB
+claim). `seeds_needed` turns the measured spread of the differences into the number of seeds
 that resolves a given difference. The step-time ratio is baseline steps/s over the run's own (> 1: slower
 than the baseline). Runs logged since the trainer's windowed rate (`steps_per_sec_window` present)
 measure training steps only; older histories hold a whole-run rate that includes compilation, evaluation
@@ -40,7 +41,17 @@ from infotok_jax.training import reporting
 
 REPORT_SPLIT = "test"  # the split the study's tables report; see the module docstring
 CONFIDENCE = 0.95
-CONTROLLED_ARMS = ("vib", "hsic")  # also paired with the supervised control of their host and seed
+# (reference arm, arms paired with it, main variant only, what the table says about it)
+REFERENCES = (
+    (
+        "supervised",
+        ("vib", "hsic"),
+        False,
+        "the supervised control (`<host>-supervised-s<seed>`: the same text signal through a linear probe "
+        "and caption alignment, no IB): what an IB arm adds beyond the supervision its terms carry",
+    ),
+    ("vib", ("hsic",), True, "VIB (`<host>-vib-s<seed>`): HSIC against the other IB estimator"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,14 +153,16 @@ def baseline_run(run: Run, root: pathlib.Path) -> Run | None:
     return None
 
 
-def control_run(run: Run, root: pathlib.Path) -> Run | None:
-    """For an IB arm's run: the supervised control of the same host and seed (`<host>-supervised-s<seed>`,
-    the same signal through plain losses, no IB) if its workdir exists; None for other arms."""
-    if run.arm not in CONTROLLED_ARMS:
+def reference_run(
+    run: Run, root: pathlib.Path, reference: str, arms: Sequence[str], main_only: bool
+) -> Run | None:
+    """The main `reference` run of the same host and seed (`<host>-<reference>-s<seed>`) when `run` is of
+    one of `arms` (and, with `main_only`, their main variant) and the reference's workdir exists."""
+    if run.arm not in arms or (main_only and run.name != f"{run.host}-{run.arm}-s{run.seed}"):
         return None
-    name = f"{run.host}-supervised-s{run.seed}"
+    name = f"{run.host}-{reference}-s{run.seed}"
     if (pathlib.Path(root) / "runs" / name).is_dir():
-        return dataclasses.replace(run, name=name, arm="supervised")
+        return dataclasses.replace(run, name=name, arm=reference)
     return None
 
 
@@ -196,8 +209,11 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
         base = collect_run(base_run, root) if base_run is not None else None
         record["baseline"] = base_run.name if base_run is not None else None
         record["baseline_metrics"] = base["metrics"] if base is not None else {}
-        control = control_run(run, root)
-        record["control_metrics"] = collect_run(control, root)["metrics"] if control is not None else {}
+        record["reference_metrics"] = {}
+        for reference, arms, main_only, _ in REFERENCES:
+            other = reference_run(run, root, reference, arms, main_only)
+            if other is not None:
+                record["reference_metrics"][reference] = collect_run(other, root)["metrics"]
         if base is None and run.arm == "none":  # the baseline itself: its own steps/s
             base = record
         same_measure = base is not None and base["steps_per_sec_measure"] == record["steps_per_sec_measure"]
@@ -217,7 +233,7 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
                 "complete": 0,
                 "per_metric": {},
                 "per_diff": {},
-                "per_control_diff": {},
+                "per_reference_diff": {},
             },
         )
         group["seeds"].append(record["seed"])
@@ -226,17 +242,16 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
             group["per_metric"].setdefault(k, []).append(v)
             if record["baseline"] is not None and k in record["baseline_metrics"]:
                 group["per_diff"].setdefault(k, []).append(v - record["baseline_metrics"][k])
-            if k in record["control_metrics"]:
-                group["per_control_diff"].setdefault(k, []).append(v - record["control_metrics"][k])
+            for reference, metrics in record["reference_metrics"].items():
+                if k in metrics:
+                    diffs = group["per_reference_diff"].setdefault(reference, {})
+                    diffs.setdefault(k, []).append(v - metrics[k])
     summary = []
     for group in groups.values():
         per_metric = group.pop("per_metric")
         group["metrics"] = {k: summarize(per_metric[k]) for k in METRIC_KEYS if k in per_metric}
-        for out, diffs in (
-            ("paired", group.pop("per_diff")),
-            ("paired_vs_control", group.pop("per_control_diff")),
-        ):
-            group[out] = {m.key: t_interval(diffs[m.key]) for m in METRICS if m.paired and diffs.get(m.key)}
+        group["paired"] = _intervals(group.pop("per_diff"))
+        group["paired_vs"] = {ref: _intervals(d) for ref, d in group.pop("per_reference_diff").items()}
         summary.append(group)
     return {
         "sweep": sweep,
@@ -248,6 +263,10 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
         "step_time_measures": _measure_counts(records),
         "runs": records,
     }
+
+
+def _intervals(diffs: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    return {m.key: t_interval(diffs[m.key]) for m in METRICS if m.paired and diffs.get(m.key)}
 
 
 def _measure_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -275,117 +294,3 @@ def _seeds_needed(groups: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 def _hashable(value: Any) -> Any:
     return json.dumps(value)
-
-
-def _cell(stats: dict[str, Any] | None, digits: int) -> str:
-    if not stats:
-        return "—"
-    if stats["n"] < 2:  # a sample std needs two seeds
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
-
-
-def _diff_cell(paired: dict[str, Any] | None, digits: int) -> str:
-    """'+0.031 [+0.012, +0.050] *' (* = the interval excludes 0); one seed: the difference alone."""
-    if not paired:
-        return "—"
-    if paired["n"] < 2:
-        return f"{paired['mean']:+.{digits}f} (1 seed)"
-    mark = " *" if paired["supported"] else ""
-    return f"{paired['mean']:+.{digits}f} [{paired['lo']:+.{digits}f}, {paired['hi']:+.{digits}f}]{mark}"
-
-
-def markdown(results: dict[str, Any], title: str) -> str:
-    """The results as Markdown: per (host, arm[, swept value]) mean ± std over seeds, then the paired
-    differences from the baseline with their 95% t intervals, then the seeds the measured spread needs."""
-    swept = results["sweep"] != "main"
-    ident = ["host", "arm", *(["value"] if swept else [])]
-    shown = [m for m in METRICS if m.in_table]
-    head = [*ident, "seeds (complete)", *(m.label for m in shown)]
-    lines = [
-        f"## {title}",
-        "",
-        f"Split: {results['split']} (no default, sampler or weight was chosen on it) and the holdout. "
-        "mean ± sample std (ddof=1) over seeds (no ± with one seed); — = not measured or not defined.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + " --- |" * len(head),
-    ]
-
-    def ident_cells(g: dict[str, Any]) -> list[str]:
-        return [g["host"], g["arm"], *([str(g["value"])] if swept else [])]
-
-    for g in results["groups"]:
-        cells = [
-            *ident_cells(g),
-            f"{len(g['seeds'])} ({g['complete']})",
-            *(_cell(g["metrics"].get(m.key), m.digits) for m in shown),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    measures = results.get("step_time_measures") or {}
-    if measures:
-        parts = "; ".join(f"{STEP_TIME_MEASURES[k]}: {n} run(s)" for k, n in sorted(measures.items()))
-        lines += [
-            "",
-            f"Step time / baseline: median steps/s of the baseline over the run's own, measured as {parts}. "
-            "A run and a baseline measured differently get no ratio.",
-        ]
-    paired = [m for m in shown if m.paired]
-    level = round(100 * results["confidence"])
-    lines += [
-        "",
-        f"Paired differences from the baseline (the `none` arm of the same host and seed at the same sweep "
-        f"point, else the main baseline): mean over seeds [{level}% Student-t interval over seeds]; "
-        "* = the interval excludes 0 (the only differences that read as supported).",
-        "",
-        "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
-        "|" + " --- |" * (len(ident) + 1 + len(paired)),
-    ]
-    lines += _diff_rows(results["groups"], "paired", ident_cells, paired)
-    if any(g.get("paired_vs_control") for g in results["groups"]):
-        lines += [
-            "",
-            "Paired differences from the supervised control (`<host>-supervised-s<seed>`: the same text "
-            "signal through a linear probe and caption alignment, no IB): what an IB arm adds beyond the "
-            "supervision its terms carry; same intervals and *.",
-            "",
-            "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
-            "|" + " --- |" * (len(ident) + 1 + len(paired)),
-            *_diff_rows(results["groups"], "paired_vs_control", ident_cells, paired),
-        ]
-    if results["seeds_needed"]:
-        lines += [
-            "",
-            f"Seeds for a {level}% interval half-width below the resolution, from the pooled sd of "
-            "the paired differences measured here:",
-            "",
-        ]
-        for m in paired:
-            need = results["seeds_needed"].get(m.key)
-            if need:
-                lines.append(
-                    f"- {m.label}: sd {need['sd']:.{m.digits + 1}f}, resolution {need['resolution']:g}"
-                    f" -> {need['seeds']} seeds"
-                )
-    return "\n".join(lines) + "\n"
-
-
-def _diff_rows(groups, field: str, ident_cells, metrics) -> list[str]:
-    """Table rows of the paired differences in `field` ("paired" or "paired_vs_control") per group."""
-    rows = []
-    for g in groups:
-        if not g.get(field):
-            continue
-        n = max(p["n"] for p in g[field].values())
-        cells = [*ident_cells(g), str(n), *(_diff_cell(g[field].get(m.key), m.digits) for m in metrics)]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
-
-
-def write(results: dict[str, Any], out_dir: pathlib.Path, title: str) -> dict[str, pathlib.Path]:
-    """Writes table.md and results.json into `out_dir`; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"table": out_dir / "table.md", "json": out_dir / "results.json"}
-    paths["table"].write_text(markdown(results, title))
-    paths["json"].write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-    return paths
