@@ -19,8 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from infotok_jax import estimators as est
 from infotok_jax import tasks
@@ -36,14 +34,7 @@ TOY = REPO / "tests" / "configs" / "toy_regression.py"
 
 
 def _load(path: pathlib.Path, *overrides: str):
-    """The config exactly as the binaries build it (config_flags, locked, then overrides)."""
-    argv = ["prog", f"--config={path}", *overrides]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
-    )
-    values(argv)
-    return values.config
+    return training_harness.load_config(path, *overrides)
 
 
 def _host(*overrides: str, spec: str = "host=ar,tiny"):

@@ -6,24 +6,16 @@ import pathlib
 import flax.linen as nn
 import jax
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from infotok_jax import tasks
 from infotok_jax.training.config_checks import ConfigError
+from tests import training_harness
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 
 def _load(spec: str, *overrides: str):
-    """The config exactly as the binaries build it: config_flags with lock_config=True, then overrides."""
-    argv = ["prog", f"--config={CONFIGS / spec}", *overrides]
-    values = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
-    )
-    values(argv)
-    return values.config
+    return training_harness.load_config(CONFIGS / spec, *overrides)
 
 
 @pytest.mark.parametrize("spec", ["host.py:tiny", "host.py:host=ar", "base.py:smoke"])

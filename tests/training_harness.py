@@ -1,4 +1,4 @@
-"""Runs the training binary in subprocesses for the end-to-end reliability tests."""
+"""Runs the training binary in subprocesses for the end-to-end tests, and loads configs as the binaries do."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+
+from absl import flags
+from ml_collections import config_flags
 
 from infotok_jax.training import reporting
 
@@ -87,3 +90,14 @@ def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
     if not directory.exists():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def load_config(path: os.PathLike | str, *overrides: str):
+    """The config exactly as the binaries build it: config_flags with lock_config=True, then overrides."""
+    argv = ["prog", f"--config={path}", *overrides]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "config", flag_values=values, lock_config=True, sys_argv=argv
+    )
+    values(argv)
+    return values.config
