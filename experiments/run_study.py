@@ -6,11 +6,13 @@ r"""The InfoTok study: runs in priority order, one committed result file per fin
     python experiments/run_study.py --sweep=beta --hosts=ar --arms=hsic --seeds=0     # any sweep, ad hoc
     python experiments/run_study.py --slice=ar_controls --aggregate_only      # tables and plots from results
     python experiments/run_study.py --study=smoke --steps=2 --extra=tiny --hosts=ar --seeds=0 --dry_run
+    python experiments/run_study.py --curve --max_minutes=120                 # baselines' learning curve
 
 `--study` names a budget (protocol.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
-tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`, written after every
-finished run (config, metrics, wall time split, git commit, machine). A run with a result file is
-skipped, on any machine; commit the files and the next session continues where this one stopped.
+cpu1200; cpu2400; tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`,
+written after every finished run (config, metrics, wall time split, git commit, machine). A run with a
+result file is skipped, on any machine; commit the files and the next session continues where this one
+stopped.
 Every run is `python -m infotok_jax.train --config=experiments/configs/host.py:host=H,arm=A,seed=S,...
 --workdir=<root>/runs/<name> [--config.<field>=<value>]` then `python -m infotok_jax.evaluate` with the
 same config, each its own subprocess (a failing run is reported and the study goes on; exit status 1 if
@@ -19,11 +21,14 @@ files alone into <root>/study/<slice or sweep>/ (table.md, results.json, plots).
 Sweeps (protocol.SWEEPS): main, controls, capacity, beta, tokens, nuisance, no_consistency,
 hsic_estimator. Slices in priority order (protocol.SLICES): ar_headline, ar_controls, continuous_controls,
 masked_controls, ar_capacity, continuous_capacity, masked_capacity, main.
+`--curve` runs every host's baseline under each budget of `budget_curve.CURVE_BUDGETS` (results in each
+budget's folder) and writes the learning curve and the budget it picks to <root>/budget_curve/.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import tempfile
@@ -32,7 +37,7 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from infotok_jax.study import aggregate, plots, protocol, runner, tables  # noqa: E402
+from infotok_jax.study import aggregate, budget_curve, plots, protocol, runner, tables  # noqa: E402
 from infotok_jax.study import results as results_lib  # noqa: E402
 
 PYTHON = sys.executable  # the interpreter of the runs' subprocesses
@@ -55,7 +60,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
     add("--study", default="cpu600", help="Budget and results folder name (presets: cpu600, tiny).")
-    add("--root", type=pathlib.Path, default=None, help="Workdirs of the runs (default workdirs/<study>).")
+    add(
+        "--root",
+        type=pathlib.Path,
+        default=None,
+        help="Workdirs of the runs (default workdirs/<study>; "
+        "with --curve, the parent of one such folder per budget, default workdirs).",
+    )
     add("--results_dir", type=pathlib.Path, default=results_lib.RESULTS_DIR, help="Committed result files.")
     add("--steps", type=int, default=None, help="Training steps (default: the study's budget).")
     add("--extra", default=None, help="Config arguments for every run (default: the study's budget).")
@@ -63,6 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     select.add_argument("--next", action="store_true", help="Run the slices in priority order.")
     select.add_argument("--slice", default=None, help="Run one slice of the priority list.")
     select.add_argument("--sweep", default=None, choices=list(protocol.SWEEPS), help="Plan one sweep ad hoc.")
+    select.add_argument("--curve", action="store_true", help="The baselines' learning curve over budgets.")
     add("--hosts", default=",".join(protocol.HOSTS), help="With --sweep: comma-separated hosts.")
     add("--arms", default=",".join(protocol.ARMS), help="With --sweep: arms (intersected with the sweep's).")
     add("--seeds", default="0,1,2", help="With --sweep: comma-separated seeds (the protocol uses >= 3).")
@@ -130,6 +142,7 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
             f"| {i} | {name} | {sweep} | {len(runs)} | {len(found)} | {minutes:.1f} | "
             f"{missing[0] if missing else '—'} |"
         )
+    lines += ["", budget_curve.summary(args.results_dir)]
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +186,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run_curve(args: argparse.Namespace, deadline: float | None) -> int:
+    """--curve: runs the missing baselines of each budget, then writes and prints the learning curve."""
+    parent = args.root or pathlib.Path("workdirs")
+    planned = budget_curve.plan()
+    failed = []
+    if not args.aggregate_only:
+        for budget in dict.fromkeys(b for b, _ in planned):
+            outcomes = runner.execute(
+                [r for b, r in planned if b == budget],
+                parent / budget,
+                study=budget,
+                results_dir=args.results_dir,
+                dry_run=args.dry_run,
+                deadline=deadline,
+                python=PYTHON,
+            )
+            failed += [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
+    if not args.dry_run:
+        curve = budget_curve.points(args.results_dir, planned)
+        table = budget_curve.markdown(curve, planned)
+        out_dir = parent / "budget_curve"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "table.md").write_text(table)
+        (out_dir / "curve.json").write_text(json.dumps(curve, indent=1) + "\n")
+        print(table)
+        print(f"curve table: {out_dir / 'table.md'}")
+        if curve:
+            print(f"curve plot: {plots.budget_curve(curve, out_dir / 'curve.png')}")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.curve:
+        return run_curve(args, _deadline(args))
     try:
         budget = budget_of(args)
         groups = selection(args, budget)
@@ -185,7 +233,7 @@ def _main(args: argparse.Namespace) -> int:
         print(status_table(args, groups))
         return 0
     failed, seen, budget_left = [], set(), args.max_runs
-    deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
+    deadline = _deadline(args)
     for name, sweep, runs in groups:
         if not args.aggregate_only:
             todo = [r for r in runs if r.name not in seen]
@@ -215,6 +263,10 @@ def _main(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _deadline(args: argparse.Namespace) -> float | None:
+    return None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
 
 
 if __name__ == "__main__":

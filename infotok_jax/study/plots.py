@@ -1,6 +1,7 @@
-"""PNG figures of the study: information plane per host, paired-difference bars, sweep curves.
+"""PNG figures of the study: information plane per host, paired-difference bars, sweep curves, the
+baselines' learning curve over budgets (drawn from `budget_curve.points`).
 
-All figures are drawn from the `aggregate.aggregate` results dict, so they show exactly the numbers
+The others are drawn from the `aggregate.aggregate` results dict, so they show exactly the numbers
 of table.md / results.json: the test split, nHSIC as excess over its permutation floor, and for the bars
 the per-seed differences from the baseline with their 95% t intervals (solid: the interval excludes 0).
 """
@@ -227,4 +228,35 @@ def rate_distortion(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
     ax.set_title("rate-distortion over the beta sweep (labels: beta)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+HOST_COLORS = {"ar": "tab:blue", "masked": "tab:red", "continuous": "tab:purple"}
+
+
+def budget_curve(curve: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
+    """The baselines' learning curve (`budget_curve.points`): per host, generation all-correct with its
+    95% Wilson interval, its floor (dashed) and reconstruction ceiling (dotted); understanding with its
+    image-blind floor (dashed); against the training budget in steps."""
+    plt = _pyplot()
+    fig, (gen_ax, und_ax) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=110)
+    for host in dict.fromkeys(p["host"] for p in curve):
+        rows = sorted((p for p in curve if p["host"] == host), key=lambda p: (p["steps"], p["seed"]))
+        steps = [p["steps"] for p in rows]
+        color = HOST_COLORS.get(host)
+        gen = np.array([p["generation"] for p in rows])
+        low = np.array([p["generation_low"] for p in rows])
+        high = np.array([p["generation_high"] for p in rows])
+        gen_ax.errorbar(steps, gen, [gen - low, high - gen], marker="o", capsize=3, color=color, label=host)
+        gen_ax.plot(steps, [p["generation_floor"] for p in rows], "--", color=color, alpha=0.6)
+        gen_ax.plot(steps, [p["generation_ceiling"] for p in rows], ":", color=color, alpha=0.6)
+        und_ax.plot(steps, [p["understanding"] for p in rows], "o-", color=color, label=host)
+        und_ax.plot(steps, [p["understanding_floor"] for p in rows], "--", color=color, alpha=0.6)
+    gen_ax.set_title(f"baseline generation all-correct ({_S}); -- floor, : ceiling", fontsize=9)
+    und_ax.set_title(f"baseline understanding accuracy ({_S}); -- image-blind floor", fontsize=9)
+    for ax in (gen_ax, und_ax):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training steps (batch 32), each point its own run")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(fig, path)

@@ -153,6 +153,8 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # eval_every=steps: the in-training evaluation runs once, at the end (its scores are the ones kept).
     "cpu600": Budget(600, "batch=32,eval_every=600", "CPU scale: 600 steps at batch 32"),
+    "cpu1200": Budget(1200, "batch=32,eval_every=1200", "CPU scale: 1200 steps at batch 32"),
+    "cpu2400": Budget(2400, "batch=32,eval_every=2400", "CPU scale: 2400 steps at batch 32"),
     "tiny": Budget(2, "tiny", "smoke test: tiny models, 2 steps"),
 }
 
