@@ -474,6 +474,28 @@ def test_ib_arms_are_also_paired_with_the_supervised_control_and_hsic_with_vib(t
     assert "| ar | hsic | hsic: full | 2 | -0.010 [-0.010, -0.010] * |" in vib
 
 
+def test_term_ablations_are_paired_with_their_own_arms_full_run_in_the_controls_sweep_only(tmp_path):
+    picked = ("baseline", "hsic: full", "hsic: relevance + consistency", "supervised: probe only")
+    picked += ("supervised: probe + contrastive",)
+    arms = ["none", "supervised", "hsic"]
+    runs = [r for r in protocol.plan("controls", ["ar"], arms, [0, 1], None, "tiny") if r.value in picked]
+    acc = "test/understanding/accuracy"
+    for run in runs:
+        offset = {"ar-hsic-beta0": 0.25, "ar-hsic": 0.2, "ar-supervised-lambda_c0": 0.1}.get(
+            run.name.rsplit("-s", 1)[0], 0.0
+        )
+        _fake_run(tmp_path, run, {acc: 0.4 + 0.1 * run.seed + offset}, steps_per_sec=1.0)
+    results = aggregate.aggregate(runs, tmp_path, "controls")
+    groups = {g["value"]: g for g in results["groups"]}
+    beta0 = groups["hsic: relevance + consistency"]["paired_vs"]["full"][acc]
+    assert beta0["diffs"] == pytest.approx([0.05, 0.05])  # switching compression off helped here
+    assert groups["supervised: probe only"]["paired_vs"]["full"][acc]["diffs"] == pytest.approx([0.1, 0.1])
+    assert "full" not in groups["hsic: full"]["paired_vs"]  # never paired with itself
+    assert "own arm" in tables.markdown(results, "t")
+    other_sweep = aggregate.aggregate(runs, tmp_path, "capacity")
+    assert all("full" not in g["paired_vs"] for g in other_sweep["groups"])
+
+
 def test_seeds_needed_follows_the_t_interval_and_one_seed_has_no_interval():
     assert aggregate.seeds_needed(0.02, 0.02) == 7  # t_{0.975,6} * 0.02 / sqrt(7) = 0.0185 < 0.02
     assert aggregate.seeds_needed(0.02, 0.1) == 3 and aggregate.seeds_needed(0.0, 0.01) == 2

@@ -14,8 +14,9 @@ run_s - baseline_s give a mean difference with a 95% Student-t interval over see
 n-1} * sd(d) / sqrt(n); a difference reads as supported only when the interval excludes 0 (n >= 2
 needed). Runs are also paired with other arms of their host and seed (`REFERENCES`, `reference_run`): every
 IB run with the supervised control (the issue credits the IB arms only with what they add beyond the
-supervision their terms carry), and the main HSIC run with the main VIB run (the paper's HSIC-vs-VIB
-claim). `seeds_needed` turns the measured spread of the differences into the number of seeds
+supervision their terms carry), the main HSIC run with the main VIB run (the paper's HSIC-vs-VIB
+claim), and in the controls sweep every term ablation with its own arm's full run (what each term
+does). `seeds_needed` turns the measured spread of the differences into the number of seeds
 that resolves a given difference. The step-time ratio is baseline steps/s over the run's own (> 1: slower
 than the baseline). Runs logged since the trainer's windowed rate (`steps_per_sec_window` present)
 measure training steps only; older histories hold a whole-run rate that includes compilation, evaluation
@@ -41,16 +42,39 @@ from infotok_jax.training import reporting
 
 REPORT_SPLIT = "test"  # the split the study's tables report; see the module docstring
 CONFIDENCE = 0.95
-# (reference arm, arms paired with it, main variant only, what the table says about it)
+OWN_ARM = "full"  # a Reference.arm meaning the run's own arm at its defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """Another run of the same host and seed that runs of `paired_arms` are compared with: the main run
+    `<host>-<arm>-s<seed>` of `arm` (`OWN_ARM`: of the run's own arm); `main_only`: only the paired arms'
+    main runs; `sweeps`: only in these sweeps (empty: all)."""
+
+    arm: str
+    paired_arms: tuple[str, ...]
+    main_only: bool
+    description: str
+    sweeps: tuple[str, ...] = ()
+
+
 REFERENCES = (
-    (
+    Reference(
         "supervised",
         ("vib", "hsic"),
         False,
         "the supervised control (`<host>-supervised-s<seed>`: the same text signal through a linear probe "
         "and caption alignment, no IB): what an IB arm adds beyond the supervision its terms carry",
     ),
-    ("vib", ("hsic",), True, "VIB (`<host>-vib-s<seed>`): HSIC against the other IB estimator"),
+    Reference("vib", ("hsic",), True, "VIB (`<host>-vib-s<seed>`): HSIC against the other IB estimator"),
+    Reference(
+        OWN_ARM,
+        ("supervised", "vib", "hsic"),
+        False,
+        "the full variant of the run's own arm (`<host>-<arm>-s<seed>`): what switching terms off changes "
+        "(negative: the terms switched off helped)",
+        sweeps=("controls",),
+    ),
 )
 
 
@@ -153,16 +177,19 @@ def baseline_run(run: Run, root: pathlib.Path) -> Run | None:
     return None
 
 
-def reference_run(
-    run: Run, root: pathlib.Path, reference: str, arms: Sequence[str], main_only: bool
-) -> Run | None:
-    """The main `reference` run of the same host and seed (`<host>-<reference>-s<seed>`) when `run` is of
-    one of `arms` (and, with `main_only`, their main variant) and the reference's workdir exists."""
-    if run.arm not in arms or (main_only and run.name != f"{run.host}-{run.arm}-s{run.seed}"):
+def reference_run(run: Run, root: pathlib.Path, reference: Reference, sweep: str) -> Run | None:
+    """The main run of `reference`'s arm with the same host and seed when `run` is of one of its paired
+    arms (and, with `main_only`, their main variant), `sweep` is one of its sweeps, the reference is not
+    `run` itself and its workdir exists."""
+    main = f"{run.host}-{run.arm}-s{run.seed}"
+    if run.arm not in reference.paired_arms or (reference.main_only and run.name != main):
         return None
-    name = f"{run.host}-{reference}-s{run.seed}"
-    if (pathlib.Path(root) / "runs" / name).is_dir():
-        return dataclasses.replace(run, name=name, arm=reference)
+    if reference.sweeps and sweep not in reference.sweeps:
+        return None
+    arm = run.arm if reference.arm == OWN_ARM else reference.arm
+    name = f"{run.host}-{arm}-s{run.seed}"
+    if name != run.name and (pathlib.Path(root) / "runs" / name).is_dir():
+        return dataclasses.replace(run, name=name, arm=arm)
     return None
 
 
@@ -210,10 +237,10 @@ def aggregate(runs: Sequence[Run], root: pathlib.Path, sweep: str) -> dict[str, 
         record["baseline"] = base_run.name if base_run is not None else None
         record["baseline_metrics"] = base["metrics"] if base is not None else {}
         record["reference_metrics"] = {}
-        for reference, arms, main_only, _ in REFERENCES:
-            other = reference_run(run, root, reference, arms, main_only)
+        for reference in REFERENCES:
+            other = reference_run(run, root, reference, sweep)
             if other is not None:
-                record["reference_metrics"][reference] = collect_run(other, root)["metrics"]
+                record["reference_metrics"][reference.arm] = collect_run(other, root)["metrics"]
         if base is None and run.arm == "none":  # the baseline itself: its own steps/s
             base = record
         same_measure = base is not None and base["steps_per_sec_measure"] == record["steps_per_sec_measure"]

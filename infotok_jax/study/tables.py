@@ -79,12 +79,12 @@ def markdown(results: dict[str, Any], title: str) -> str:
         "|" + " --- |" * (len(ident) + 1 + len(paired)),
     ]
     lines += _diff_rows(results["groups"], lambda g: g["paired"], ident_cells, paired)
-    for reference, _, _, description in REFERENCES:
-        of_reference = lambda g, r=reference: g.get("paired_vs", {}).get(r)
+    for reference in REFERENCES:
+        of_reference = lambda g, r=reference.arm: g.get("paired_vs", {}).get(r)
         if any(of_reference(g) for g in results["groups"]):
             lines += [
                 "",
-                f"Paired differences from {description}; same intervals and *.",
+                f"Paired differences from {reference.description}; same intervals and *.",
                 "",
                 "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
                 "|" + " --- |" * (len(ident) + 1 + len(paired)),
