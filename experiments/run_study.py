@@ -19,8 +19,9 @@ same config, each its own subprocess (a failing run is reported and the study go
 any failed). Afterwards (or alone, with --aggregate_only) the selection is aggregated from the result
 files alone into <root>/study/<slice or sweep>/ (table.md, results.json, plots).
 Sweeps (protocol.SWEEPS): main, controls, capacity, beta, tokens, nuisance, no_consistency,
-hsic_estimator. Slices in priority order (protocol.SLICES): ar_headline, ar_controls, continuous_controls,
-masked_controls, ar_capacity, continuous_capacity, masked_capacity, main.
+hsic_estimator. Slices in priority order (protocol.SLICES): ar_headline, ar_controls,
+continuous_headline, masked_headline, continuous_controls, masked_controls, ar_capacity,
+continuous_capacity, masked_capacity, main.
 `--curve` runs every host's baseline under each budget of `budget_curve.CURVE_BUDGETS` (results in each
 budget's folder) and writes the learning curve and the budget it picks to <root>/budget_curve/.
 """

@@ -240,10 +240,13 @@ def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order()
 
 
 def test_slices_follow_the_issue_order_and_run_seed_major():
-    names = [s.name for s in protocol.SLICES][:4]
-    assert names == ["ar_headline", "ar_controls", "continuous_controls", "masked_controls"]
-    headline = protocol.plan_slice(protocol.SLICES[0], protocol.BUDGETS["tiny"])
-    assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
+    names = [s.name for s in protocol.SLICES][:6]
+    assert names[:2] == ["ar_headline", "ar_controls"]
+    assert names[2:] == ["continuous_headline", "masked_headline", "continuous_controls", "masked_controls"]
+    for name, host in (("ar_headline", "ar"), ("masked_headline", "masked")):
+        headline = protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
+        assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
+        assert {r.host for r in headline} == {host}
     runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
     assert len(runs) == 14 * 3 and [r.seed for r in runs[:14]] == [0] * 14 and runs[14].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
@@ -392,7 +395,8 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     status = capsys.readouterr().out
     assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | ar-vib-s0 |" in status
     assert "| 2 | ar_controls | controls | 42 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
-    assert "| 8 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
+    assert "| 3 | continuous_headline | controls | 12 | 0 | 0.0 | continuous-none-s0 |" in status
+    assert "| 10 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing
     table = out.read_text()
     out.unlink()

@@ -173,11 +173,15 @@ class Slice:
 
 HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
 # The order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
-# their paired intervals come early), the same on continuous and masked, then the capacity sweep, then the
-# main table (at the chosen budget: a separate study name).
+# their paired intervals come early), the same on continuous and masked (their headline rows first: with
+# the AR ones they are the main table, baseline vs the IB arms vs the supervised control on all three
+# hosts), then the capacity sweep, then the main sweep. At a budget other than the one the controls ran
+# at, the headline slices are the main table of that budget (docs/study.md).
 SLICES: tuple[Slice, ...] = (
     Slice("ar_headline", "controls", ("ar",), labels=HEADLINE_LABELS),
     Slice("ar_controls", "controls", ("ar",)),
+    Slice("continuous_headline", "controls", ("continuous",), labels=HEADLINE_LABELS),
+    Slice("masked_headline", "controls", ("masked",), labels=HEADLINE_LABELS),
     Slice("continuous_controls", "controls", ("continuous",)),
     Slice("masked_controls", "controls", ("masked",)),
     Slice("ar_capacity", "capacity", ("ar",)),
