@@ -488,14 +488,18 @@ def test_term_ablations_are_paired_with_their_own_arms_full_run_in_the_controls_
         offset = {"ar-hsic-beta0": 0.25, "ar-hsic": 0.2, "ar-supervised-lambda_c0": 0.1}.get(
             run.name.rsplit("-s", 1)[0], 0.0
         )
-        _fake_run(tmp_path, run, {acc: 0.4 + 0.1 * run.seed + offset}, steps_per_sec=1.0)
+        scores = {acc: 0.4 + 0.1 * run.seed + offset, "validation/understanding/accuracy": 0.3 + offset}
+        _fake_run(tmp_path, run, scores, steps_per_sec=1.0)
     results = aggregate.aggregate(runs, tmp_path, "controls")
     groups = {g["value"]: g for g in results["groups"]}
+    table = tables.markdown(results, "t")
+    choice = table.split("on the validation split, where settings are chosen")[1].split("\n\n")[1]
+    assert "| ar | hsic | hsic: relevance + consistency | 2 | +0.250 [+0.250, +0.250] * | — |" in choice
     beta0 = groups["hsic: relevance + consistency"]["paired_vs"]["full"][acc]
     assert beta0["diffs"] == pytest.approx([0.05, 0.05])  # switching compression off helped here
     assert groups["supervised: probe only"]["paired_vs"]["full"][acc]["diffs"] == pytest.approx([0.1, 0.1])
     assert "full" not in groups["hsic: full"]["paired_vs"]  # never paired with itself
-    assert "own arm" in tables.markdown(results, "t")
+    assert "own arm" in table
     other_sweep = aggregate.aggregate(runs, tmp_path, "capacity")
     assert all("full" not in g["paired_vs"] for g in other_sweep["groups"])
 

@@ -1,11 +1,11 @@
 """Collects the study's per-run results: mean +- std per arm and paired differences (rendered by `tables`).
 
 Per run it reads the evaluation binary's `eval/step_<N>/metrics.json` on `REPORT_SPLIT` = "test" (a split
-no default, sampler or weight was chosen on; validation is where those choices were made) and the
-compositional holdout: understanding accuracy beside its image-blind floor, generation all-correct /
-color / count beside the reconstruction ceiling, PSNR, and the information plane at evaluation (nHSIC
-excess over the permutation floor, flat token view, 512 examples); from the training binary's
-`metrics.jsonl` the last rate and the median `steps_per_sec`.
+no default, sampler or weight was chosen on; validation, `CHOICE_SPLIT`, is where those choices are made,
+and its paired differences are kept for them) and the compositional holdout: understanding accuracy
+beside its image-blind floor, generation all-correct / color / count beside the reconstruction ceiling,
+PSNR, and the information plane at evaluation (nHSIC excess over the permutation floor, flat token view,
+512 examples); from the training binary's `metrics.jsonl` the last rate and the median `steps_per_sec`.
 
 Paired statistics: runs of one seed share initialization and data order across arms, so each run is
 compared with its baseline of the same host and seed: the `none` arm at the same sweep point when that
@@ -41,6 +41,7 @@ from infotok_jax.study.protocol import Run
 from infotok_jax.training import reporting
 
 REPORT_SPLIT = "test"  # the split the study's tables report; see the module docstring
+CHOICE_SPLIT = "validation"  # the split settings are chosen on (e.g. each baseline's LM gradient)
 CONFIDENCE = 0.95
 OWN_ARM = "full"  # a Reference.arm meaning the run's own arm at its defaults
 
@@ -86,7 +87,7 @@ class Metric:
     digits: int = 3
     resolution: float = 0.02  # the difference `seeds_needed` reports a seed count for
     paired: bool = True  # shown in the paired-difference table
-    in_table: bool = True  # False: aggregated for the plots only
+    in_table: bool = True  # False: not in the main tables (the plots, or the choice table)
 
 
 def _t(key: str) -> str:
@@ -111,6 +112,15 @@ METRICS = (
     Metric(_t("information/excess_nhsic_zy_pooled"), "nHSIC(Z,Y) pooled - floor", "eval", in_table=False),
     Metric(_t("information/excess_nhsic_zn_pooled"), "nHSIC(Z,N) pooled - floor", "eval", in_table=False),
     Metric("eval/rate_bits_per_token", "rate bits/token", "final", 3, 0.1),
+    Metric(
+        f"{CHOICE_SPLIT}/understanding/accuracy",
+        f"understanding acc ({CHOICE_SPLIT})",
+        "eval",
+        in_table=False,
+    ),
+    Metric(
+        f"{CHOICE_SPLIT}/generation/all_correct", f"gen all-correct ({CHOICE_SPLIT})", "eval", in_table=False
+    ),
     Metric("step_time_vs_baseline", "step time / baseline", "derived", 2, 0.05, paired=False),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)

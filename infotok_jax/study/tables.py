@@ -11,7 +11,7 @@ import json
 import pathlib
 from typing import Any
 
-from infotok_jax.study.aggregate import METRICS, REFERENCES, STEP_TIME_MEASURES
+from infotok_jax.study.aggregate import CHOICE_SPLIT, METRICS, REFERENCES, STEP_TIME_MEASURES
 
 
 def _cell(stats: dict[str, Any] | None, digits: int) -> str:
@@ -79,6 +79,18 @@ def markdown(results: dict[str, Any], title: str) -> str:
         "|" + " --- |" * (len(ident) + 1 + len(paired)),
     ]
     lines += _diff_rows(results["groups"], lambda g: g["paired"], ident_cells, paired)
+    choice = [m for m in METRICS if m.key.startswith(f"{CHOICE_SPLIT}/") and m.paired]
+    choice_rows = _diff_rows(results["groups"], lambda g: g["paired"], ident_cells, choice)
+    if choice_rows:
+        lines += [
+            "",
+            f"The same paired differences on the {CHOICE_SPLIT} split, where settings are chosen (e.g. each "
+            "host's baseline with or without the LM gradient into its tokenizer):",
+            "",
+            "| " + " | ".join([*ident, "pairs", *(m.label for m in choice)]) + " |",
+            "|" + " --- |" * (len(ident) + 1 + len(choice)),
+            *choice_rows,
+        ]
     for reference in REFERENCES:
         of_reference = lambda g, r=reference.arm: g.get("paired_vs", {}).get(r)
         if any(of_reference(g) for g in results["groups"]):
