@@ -48,9 +48,8 @@ X_LABELS = {
     "nuisance": ("nuisance strength", False),
     "no_consistency": ("infotok.lambda_c", False),
     "hsic_estimator": ("HSIC estimator", False),
-    "controls": ("variant", False),
-    "capacity": ("tokens x nuisance", False),
 }
+CATEGORICAL = ("controls", "capacity")  # sweeps drawn as one bar per variant
 
 
 def _csv(text: str) -> list[str]:
@@ -157,6 +156,8 @@ def write_outputs(
     paths["information_plane"] = plots.information_plane(results, out_dir / "information_plane.png")
     if sweep == "main":
         paths["bars"] = plots.bar_chart(results, out_dir / "bars.png")
+    elif sweep in CATEGORICAL:
+        paths["variants"] = plots.variant_chart(results, out_dir / "variants.png")
     else:
         x_label, log_x = X_LABELS[sweep]
         paths["curves"] = plots.sweep_curves(results, out_dir / "curves.png", x_label, log_x)

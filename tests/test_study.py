@@ -388,6 +388,7 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     first = [r.name for r in protocol.plan_slice(protocol.SLICES[0], protocol.BUDGETS["tiny"])[:3]]
     assert names == sorted(first)  # the 3 first runs of the first slice, nothing else
     out = tmp_path / "root" / "study" / "ar_headline" / "table.md"
+    assert (out.parent / "variants.png").read_bytes()[:4] == b"\x89PNG"  # a categorical sweep: bars
     assert "| ar | none | baseline | 3 (1) |" in out.read_text()  # planned rows count their complete seeds
     assert "| ar | vib | vib: full | 3 (0) |" in out.read_text()
     capsys.readouterr()
@@ -500,6 +501,9 @@ def test_term_ablations_are_paired_with_their_own_arms_full_run_in_the_controls_
     assert groups["supervised: probe only"]["paired_vs"]["full"][acc]["diffs"] == pytest.approx([0.1, 0.1])
     assert "full" not in groups["hsic: full"]["paired_vs"]  # never paired with itself
     assert "own arm" in table
+    from infotok_jax.study import plots
+
+    assert plots.variant_chart(results, tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
     other_sweep = aggregate.aggregate(runs, tmp_path, "capacity")
     assert all("full" not in g["paired_vs"] for g in other_sweep["groups"])
 

@@ -150,6 +150,66 @@ def bar_chart(
     return _save(fig, path)
 
 
+VARIANT_PANELS = (
+    (f"{_S}/understanding/accuracy", f"understanding acc ({_S})", f"{_S}/understanding/floor_blind_accuracy"),
+    (f"{_S}/generation/all_correct", f"generation all-correct ({_S})", None),
+    (PSNR, f"PSNR dB ({_S})", None),
+)
+
+
+def variant_chart(
+    results: dict[str, Any],
+    path: pathlib.Path,
+    panels: Sequence[tuple[str, str, str | None]] = VARIANT_PANELS,
+) -> pathlib.Path:
+    """Categorical sweeps (controls, capacity): one horizontal bar per (host, variant), mean with the
+    sample std over seeds (none with one seed), coloured by arm, faded below 3 complete seeds; a dashed
+    line at the host's baseline and, where given, a dotted one at the metric's floor (image-blind)."""
+    plt = _pyplot()
+    groups = results["groups"]
+    labels = [f"{g['host']}: {g['value'] or g['arm']} ({g['complete']})" for g in groups]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.4 * len(panels) + 2.6, 0.32 * len(groups) + 1.4), dpi=110
+    )
+    for i, (ax, (key, label, floor_key)) in enumerate(zip(np.atleast_1d(axes), panels, strict=True)):
+        for y, g in enumerate(groups):
+            stats = g["metrics"].get(key)
+            if not stats:
+                continue
+            ax.barh(
+                y,
+                stats["mean"],
+                xerr=stats["std"] if stats["n"] > 1 else None,
+                capsize=2,
+                color=ARM_COLORS.get(g["arm"]),
+                alpha=1.0 if g["complete"] >= 3 else 0.4,
+            )
+        for host in _hosts(results):
+            rows = [j for j, g in enumerate(groups) if g["host"] == host]
+            span = (min(rows) - 0.5, max(rows) + 0.5)
+            base = next((g for g in groups if g["host"] == host and g["arm"] == "none"), None)
+            if base and key in base["metrics"]:
+                ax.vlines(base["metrics"][key]["mean"], *span, colors="black", linestyles="--", linewidth=0.8)
+            floors = [
+                groups[j]["metrics"][floor_key]["mean"] for j in rows if floor_key in groups[j]["metrics"]
+            ]
+            if floors:
+                ax.vlines(float(np.mean(floors)), *span, colors="tab:red", linestyles=":", linewidth=1.0)
+        if key == PSNR:  # a dB scale has no meaningful zero
+            means = [g["metrics"][key]["mean"] for g in groups if key in g["metrics"]]
+            ax.set_xlim(left=min(means, default=1.0) - 1.0)
+        ax.set_yticks(range(len(groups)), labels if i == 0 else [""] * len(groups), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(
+        "mean ± sample std over seeds (complete seeds in brackets; faded: fewer than 3); "
+        "-- baseline, : image-blind floor",
+        fontsize=8,
+    )
+    return _save(fig, path)
+
+
 def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
