@@ -15,7 +15,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 def test_wilson_interval_matches_its_closed_form_and_covers_95_percent():
     low, high = budget_curve.wilson_interval(0.0, 512)
-    z2 = budget_curve.Z_95**2
+    z2 = budget_curve.Z**2
+    assert budget_curve.Z == pytest.approx(1.959963984540054, rel=1e-12)
     assert low == 0.0 and high == pytest.approx(z2 / (512 + z2), rel=1e-12)  # 0/512 is only known < 0.0075
     assert budget_curve.wilson_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)
     rng = np.random.default_rng(0)

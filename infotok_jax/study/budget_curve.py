@@ -20,13 +20,16 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from scipy import stats as scipy_stats
+
 from infotok_jax.study import protocol
 from infotok_jax.study import results as results_lib
+from infotok_jax.study.aggregate import CONFIDENCE
+from infotok_jax.study.aggregate import REPORT_SPLIT as SPLIT
 
 CURVE_BUDGETS = ("cpu600", "cpu1200", "cpu2400")  # increasing steps, same batch
 CURVE_SEEDS = (0,)
-SPLIT = "test"
-Z_95 = 1.959963984540054
+Z = float(scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2))  # 1.96 for 95%
 
 
 def plan(
@@ -43,7 +46,7 @@ def plan(
     return planned
 
 
-def wilson_interval(fraction: float, n: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(fraction: float, n: int, z: float = Z) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion `fraction` observed over `n` trials."""
     if n <= 0:
         raise ValueError(f"a proportion needs n > 0 trials, got n={n}")
