@@ -271,6 +271,31 @@ def test_zero_weight_drops_the_term_and_its_gradient(zeroed, kept):
     np.testing.assert_allclose(grad, jax.grad(reference)(inputs["z_BxNxD"]), rtol=1e-4, atol=1e-7)
 
 
+def test_vib_without_its_rate_is_hsic_with_consistency_alone():
+    """The study trains "vib: consistency only" once, as "hsic: consistency only" (protocol.same_run_as):
+    with beta=0 VIB keeps only the consistency term, as HSIC does with beta=lambda_y=0."""
+    inputs = _inputs()
+    tokenizer_out = {
+        "code_logits": jnp.asarray(np.random.default_rng(3).normal(size=(16, 4, 10)), jnp.float32)
+    }
+
+    def f(config, z):
+        return infotok.regularizer(
+            config, **{**inputs, "z_BxNxD": z}, tokenizer_out=tokenizer_out, step=jnp.asarray(7)
+        )
+
+    vib = _config(estimator="vib", beta=0.0)
+    hsic = _config(estimator="hsic", beta=0.0, lambda_y=0.0)
+    (vib_loss, vib_metrics), vib_grad = jax.value_and_grad(lambda z: f(vib, z), has_aux=True)(
+        inputs["z_BxNxD"]
+    )
+    (hsic_loss, hsic_metrics), hsic_grad = jax.value_and_grad(lambda z: f(hsic, z), has_aux=True)(
+        inputs["z_BxNxD"]
+    )
+    assert float(vib_loss) == float(hsic_loss) != 0.0 and vib_metrics.keys() == hsic_metrics.keys()
+    np.testing.assert_array_equal(vib_grad, hsic_grad)
+
+
 def test_all_weights_zero_is_a_zero_regularizer():
     config = _config(estimator="hsic", beta=0.0, lambda_y=0.0, lambda_c=0.0)
     loss, metrics = infotok.regularizer(config, **_inputs(), tokenizer_out={}, step=jnp.asarray(500))

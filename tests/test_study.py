@@ -207,7 +207,7 @@ def test_table_cell_shows_a_std_only_with_two_or_more_seeds():
 def test_controls_are_variants_with_per_host_lm_gradient_flip_and_shared_defaults():
     ar = {r.value: r for r in protocol.plan("controls", ["ar"], protocol.ARMS, [0], steps=600)}
     assert len(ar) == len(protocol.SWEEPS["controls"].variants) == 14
-    assert len({r.name for r in ar.values()}) == 14  # every variant is its own run
+    assert len({r.name for r in ar.values()}) == 13  # every variant is its own run but one (same_run_as)
     assert ar["baseline"].name == "ar-none-s0" and ar["hsic: full"].name == "ar-hsic-s0"  # = main runs
     # the AR default passes no LM gradient to the tokenizer, so its control turns it on; masked: off
     assert ar["baseline, LM gradient flipped"].overrides == ("--config.host.lm_grad_to_tokenizer=1",)
@@ -219,12 +219,21 @@ def test_controls_are_variants_with_per_host_lm_gradient_flip_and_shared_default
     assert ar["hsic: relevance + consistency"].name == "ar-hsic-beta0-s0"
     assert ar["supervised: probe only"].arm == "supervised"
     assert "arm=supervised" in ar["supervised: probe only"].config_arg
-    assert ar["vib: consistency only"].overrides == ("--config.infotok.beta=0",)
     assert ar["hsic: privileged Y (attributes)"].name == "ar-hsic-y_attributes-s0"
     # the same run planned by another sweep has the same name (beta=0 is not in the beta sweep, but
     # lambda_c=0 is the no_consistency sweep's point)
     no_c = protocol.plan("no_consistency", ["ar"], ["vib"], [0], steps=600)
     assert no_c[1].name == ar["vib: rate only"].name == "ar-vib-lambda_c0-s0"
+
+
+def test_a_variant_that_is_another_computation_reuses_its_run_under_its_own_arm():
+    runs = protocol.plan("controls", ["masked"], ["hsic", "vib"], [1], None, "tiny")
+    by_value = {r.value: r for r in runs}
+    alias, trained = by_value["vib: consistency only"], by_value["hsic: consistency only"]
+    assert alias.name == trained.name == "masked-hsic-beta0-lambda_y0-s1"
+    assert (alias.config_arg, alias.overrides) == (trained.config_arg, trained.overrides)
+    assert alias.arm == "vib" and trained.arm == "hsic"
+    assert len({r.name for r in runs}) == len(runs) - 1
 
 
 def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order():

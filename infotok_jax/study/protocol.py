@@ -52,12 +52,15 @@ class Flip:
 class Variant:
     """An arm and its settings. `args` are host.py config arguments, `fields` dotted config fields;
     values are literals, `Times(f)` or `Flip()`; `None` keeps the default. `label` names the variant in
-    tables (the run's `value`); without one, the value is the effective setting of `Sweep.key`."""
+    tables (the run's `value`); without one, the value is the effective setting of `Sweep.key`.
+    `same_run_as`: the label of another variant of the sweep that is the same computation; this variant
+    is that run (not trained again), shown and paired as a run of `arm`."""
 
     arm: str
     label: str = ""
     args: tuple[tuple[str, Any], ...] = ()
     fields: tuple[tuple[str, Any], ...] = ()
+    same_run_as: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +95,9 @@ _CONTROLS = (
     Variant("hsic", "hsic: privileged Y (attributes)", fields=(("infotok.relevance_target", "attributes"),)),
     Variant("vib", "vib: full"),
     Variant("vib", "vib: rate only", fields=(("infotok.lambda_c", 0.0),)),
-    Variant("vib", "vib: consistency only", fields=(("infotok.beta", 0.0),)),
+    # VIB's only estimator term is its rate: at beta=0 the VIB and HSIC objectives are both the consistency
+    # term alone, the same program (tests/test_infotok_objective.py; the seed-0 runs were bitwise equal)
+    Variant("vib", "vib: consistency only", same_run_as="hsic: consistency only"),
 )
 _CAPACITY = tuple(
     Variant(arm, f"tokens={t} nuisance={n:g}", args=(("tokens", t), ("nuisance", n)))
@@ -309,18 +314,25 @@ def plan(
         if bad:
             raise ValueError(f"--{flag}: unknown {bad}; choose from {', '.join(allowed)}")
     sweep = SWEEPS[sweep_name]
+    by_label = {v.label: v for v in sweep.variants if v.label}
     runs = []
     for host in hosts:
         for variant in (v for v in sweep.variants if v.arm in arms):
+            trained = by_label[variant.same_run_as] if variant.same_run_as else variant
             for seed in seeds:
                 base = _join_args(
                     f"host={host}",
-                    f"arm={variant.arm}",
+                    f"arm={trained.arm}",
                     f"seed={seed}",
                     f"steps={steps}" if steps is not None else "",
                     extra,
                 )
-                runs.append(_make_run(sweep, variant, host, seed, base))
+                run = _make_run(sweep, trained, host, seed, base)
+                runs.append(
+                    dataclasses.replace(run, arm=variant.arm, value=variant.label)
+                    if variant.same_run_as
+                    else run
+                )
     return runs
 
 
