@@ -139,7 +139,7 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         minutes = sum(results_lib.wall_seconds(r) for r in found.values()) / 60
         missing = [r.name for r in runs if r.name not in found]
         lines.append(
-            f"| {i} | {name} | {sweep} | {len(runs)} | {len(found)} | {minutes:.1f} | "
+            f"| {i} | {name} | {sweep} | {len({r.name for r in runs})} | {len(found)} | {minutes:.1f} | "
             f"{missing[0] if missing else '—'} |"
         )
     lines += ["", budget_curve.summary(args.results_dir)]

@@ -404,7 +404,7 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     assert cli.main([*flags, "--status"]) == 0
     status = capsys.readouterr().out
     assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | ar-vib-s0 |" in status
-    assert "| 2 | ar_controls | controls | 42 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
+    assert "| 2 | ar_controls | controls | 39 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
     assert "| 3 | continuous_headline | controls | 12 | 0 | 0.0 | continuous-none-s0 |" in status
     assert "| 10 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing

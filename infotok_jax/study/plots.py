@@ -314,8 +314,11 @@ def budget_curve(curve: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib
         und_ax.plot(steps, [p["understanding_floor"] for p in rows], "--", color=color, alpha=0.6)
     gen_ax.set_title(f"baseline generation all-correct ({_S}); -- floor, : ceiling", fontsize=9)
     und_ax.set_title(f"baseline understanding accuracy ({_S}); -- image-blind floor", fontsize=9)
+    budgets = sorted({p["steps"] for p in curve})
     for ax in (gen_ax, und_ax):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
         ax.set_xlabel("training steps (batch 32), each point its own run")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
