@@ -59,7 +59,11 @@ def _csv(text: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add = parser.add_argument
-    add("--study", default="cpu600", help="Budget and results folder name (presets: cpu600, tiny).")
+    add(
+        "--study",
+        default="cpu600",
+        help=f"Budget and results folder name (presets: {', '.join(protocol.BUDGETS)}).",
+    )
     add(
         "--root",
         type=pathlib.Path,
