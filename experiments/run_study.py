@@ -192,6 +192,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _execute(
+    args: argparse.Namespace, runs: list[protocol.Run], root: pathlib.Path, study: str, deadline: float | None
+) -> list[str]:
+    """Runs (or, with --dry_run, prints) the missing `runs` of `study`; returns the names that failed."""
+    outcomes = runner.execute(
+        runs,
+        root,
+        study=study,
+        results_dir=args.results_dir,
+        dry_run=args.dry_run,
+        deadline=deadline,
+        python=PYTHON,
+    )
+    return [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
+
+
+def _exit_status(failed: list[str]) -> int:
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def run_curve(args: argparse.Namespace, deadline: float | None) -> int:
     """--curve: runs the missing baselines of each budget, then writes and prints the learning curve."""
     parent = args.root or pathlib.Path("workdirs")
@@ -199,16 +221,9 @@ def run_curve(args: argparse.Namespace, deadline: float | None) -> int:
     failed = []
     if not args.aggregate_only:
         for budget in dict.fromkeys(b for b, _ in planned):
-            outcomes = runner.execute(
-                [r for b, r in planned if b == budget],
-                parent / budget,
-                study=budget,
-                results_dir=args.results_dir,
-                dry_run=args.dry_run,
-                deadline=deadline,
-                python=PYTHON,
+            failed += _execute(
+                args, [r for b, r in planned if b == budget], parent / budget, budget, deadline
             )
-            failed += [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
     if not args.dry_run:
         curve = budget_curve.points(args.results_dir, planned)
         table = budget_curve.markdown(curve, planned)
@@ -220,9 +235,7 @@ def run_curve(args: argparse.Namespace, deadline: float | None) -> int:
         print(f"curve table: {out_dir / 'table.md'}")
         if curve:
             print(f"curve plot: {plots.budget_curve(curve, out_dir / 'curve.png')}")
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    return _exit_status(failed)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -250,25 +263,14 @@ def _main(args: argparse.Namespace) -> int:
                 ]
                 todo = [r for r in todo if r not in missing[budget_left:]]
                 budget_left = max(0, budget_left - len(missing))
-            outcomes = runner.execute(
-                todo,
-                args.root,
-                study=args.study,
-                results_dir=args.results_dir,
-                dry_run=args.dry_run,
-                deadline=deadline,
-                python=PYTHON,
-            )
-            failed += [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
+            failed += _execute(args, todo, args.root, args.study, deadline)
         if not args.dry_run:
             paths = aggregate_from_results(args, name, sweep, runs)
             if paths and len(groups) == 1:
                 print(paths["table"].read_text())
             for key, path in sorted((paths or {}).items()):
                 print(f"{name} {key}: {path}")
-    if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    return _exit_status(failed)
 
 
 def _deadline(args: argparse.Namespace) -> float | None:

@@ -75,8 +75,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
         f"point, else the main baseline): mean over seeds [{level}% Student-t interval over seeds]; "
         "* = the interval excludes 0 (the only differences that read as supported).",
         "",
-        "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
-        "|" + " --- |" * (len(ident) + 1 + len(paired)),
+        *_diff_head(ident, paired),
     ]
     lines += _diff_rows(results["groups"], lambda g: g["paired"], ident_cells, paired)
     choice = [m for m in METRICS if m.key.startswith(f"{CHOICE_SPLIT}/") and m.paired]
@@ -87,8 +86,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
             f"The same paired differences on the {CHOICE_SPLIT} split, where settings are chosen (e.g. each "
             "host's baseline with or without the LM gradient into its tokenizer):",
             "",
-            "| " + " | ".join([*ident, "pairs", *(m.label for m in choice)]) + " |",
-            "|" + " --- |" * (len(ident) + 1 + len(choice)),
+            *_diff_head(ident, choice),
             *choice_rows,
         ]
     for reference in REFERENCES:
@@ -98,8 +96,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
                 "",
                 f"Paired differences from {reference.description}; same intervals and *.",
                 "",
-                "| " + " | ".join([*ident, "pairs", *(m.label for m in paired)]) + " |",
-                "|" + " --- |" * (len(ident) + 1 + len(paired)),
+                *_diff_head(ident, paired),
                 *_diff_rows(results["groups"], of_reference, ident_cells, paired),
             ]
     if results["seeds_needed"]:
@@ -117,6 +114,14 @@ def markdown(results: dict[str, Any], title: str) -> str:
                     f" -> {need['seeds']} seeds"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _diff_head(ident: list[str], metrics) -> list[str]:
+    """The header and separator lines of a paired-difference table."""
+    return [
+        "| " + " | ".join([*ident, "pairs", *(m.label for m in metrics)]) + " |",
+        "|" + " --- |" * (len(ident) + 1 + len(metrics)),
+    ]
 
 
 def _diff_rows(groups, intervals_of, ident_cells, metrics) -> list[str]:
