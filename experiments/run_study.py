@@ -18,10 +18,8 @@ Every run is `python -m infotok_jax.train --config=experiments/configs/host.py:h
 same config, each its own subprocess (a failing run is reported and the study goes on; exit status 1 if
 any failed). Afterwards (or alone, with --aggregate_only) the selection is aggregated from the result
 files alone into <root>/study/<slice or sweep>/ (table.md, results.json, plots).
-Sweeps (protocol.SWEEPS): main, controls, capacity, beta, tokens, nuisance, no_consistency,
-hsic_estimator. Slices in priority order (protocol.SLICES): ar_headline, ar_controls,
-continuous_headline, masked_headline, continuous_controls, masked_controls, ar_capacity,
-continuous_capacity, masked_capacity, main.
+Sweeps are protocol.SWEEPS (`--help` lists them); slices, in priority order, protocol.SLICES (`--status`
+lists them).
 `--curve` runs every host's baseline under each budget of `budget_curve.CURVE_BUDGETS` (results in each
 budget's folder) and writes the learning curve and the budget it picks to <root>/budget_curve/.
 """
@@ -208,6 +206,17 @@ def _execute(
     return [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
 
 
+def _within_max_runs(
+    args: argparse.Namespace, runs: list[protocol.Run], study: str, budget_left: int | None
+) -> tuple[list[protocol.Run], int | None]:
+    """`runs` cut so that at most `budget_left` of them are missing (None: no --max_runs), and what is
+    left of that budget afterwards."""
+    if budget_left is None:
+        return runs, None
+    missing = [r for r in runs if not results_lib.result_path(args.results_dir, study, r).exists()]
+    return [r for r in runs if r not in missing[budget_left:]], max(0, budget_left - len(missing))
+
+
 def _exit_status(failed: list[str]) -> int:
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -218,12 +227,12 @@ def run_curve(args: argparse.Namespace, deadline: float | None) -> int:
     """--curve: runs the missing baselines of each budget, then writes and prints the learning curve."""
     parent = args.root or pathlib.Path("workdirs")
     planned = budget_curve.plan()
-    failed = []
+    failed, budget_left = [], args.max_runs
     if not args.aggregate_only:
         for budget in dict.fromkeys(b for b, _ in planned):
-            failed += _execute(
-                args, [r for b, r in planned if b == budget], parent / budget, budget, deadline
-            )
+            todo = [r for b, r in planned if b == budget]
+            todo, budget_left = _within_max_runs(args, todo, budget, budget_left)
+            failed += _execute(args, todo, parent / budget, budget, deadline)
     if not args.dry_run:
         curve = budget_curve.points(args.results_dir, planned)
         table = budget_curve.markdown(curve, planned)
@@ -257,12 +266,7 @@ def _main(args: argparse.Namespace) -> int:
         if not args.aggregate_only:
             todo = [r for r in runs if r.name not in seen]
             seen.update(r.name for r in runs)
-            if budget_left is not None:
-                missing = [
-                    r for r in todo if not results_lib.result_path(args.results_dir, args.study, r).exists()
-                ]
-                todo = [r for r in todo if r not in missing[budget_left:]]
-                budget_left = max(0, budget_left - len(missing))
+            todo, budget_left = _within_max_runs(args, todo, args.study, budget_left)
             failed += _execute(args, todo, args.root, args.study, deadline)
         if not args.dry_run:
             paths = aggregate_from_results(args, name, sweep, runs)

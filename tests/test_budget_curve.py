@@ -13,6 +13,15 @@ from infotok_jax.study import results as results_lib
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def cli():
+    """experiments/run_study.py as a module."""
+    spec = importlib.util.spec_from_file_location("run_study", REPO / "experiments" / "run_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_wilson_interval_matches_its_closed_form_and_covers_95_percent():
     low, high = budget_curve.wilson_interval(0.0, 512)
     z2 = budget_curve.Z**2
@@ -74,10 +83,7 @@ def test_the_smallest_budget_with_every_host_clear_of_its_floor_interval_is_chos
     assert budget_curve.chosen_budget(budget_curve.points(tmp_path, planned), planned) == "cpu1200"
 
 
-def test_curve_cli_writes_table_json_and_plot_from_committed_results_alone(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("run_study", REPO / "experiments" / "run_study.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_curve_cli_writes_table_json_and_plot_from_committed_results_alone(cli, tmp_path, capsys):
     store = tmp_path / "results"
     for budget, run in budget_curve.plan():
         _write_result(store, budget, run, 0.03, floor=0.0)
@@ -91,3 +97,13 @@ def test_curve_cli_writes_table_json_and_plot_from_committed_results_alone(tmp_p
     assert cli.main(["--status", f"--results_dir={store}", f"--root={tmp_path / 'w'}"]) == 0
     n = len(budget_curve.plan())
     assert f"{n} of {n} runs done; next missing —; chosen budget cpu600." in capsys.readouterr().out
+
+
+def test_curve_cli_respects_max_runs_across_budgets(cli, tmp_path, capsys):
+    store = tmp_path / "results"
+    planned = budget_curve.plan()
+    _write_result(store, *planned[0], 0.03, floor=0.0)
+    argv = ["--curve", "--dry_run", "--max_runs=2", f"--root={tmp_path / 'w'}", f"--results_dir={store}"]
+    assert cli.main(argv) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if "infotok_jax.train" in line]
+    assert len(commands) == 2 and all(f"{planned[0][0]}/runs/" in c for c in commands)

@@ -249,9 +249,17 @@ def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order()
 
 
 def test_slices_follow_the_issue_order_and_run_seed_major():
-    names = [s.name for s in protocol.SLICES][:6]
-    assert names[:2] == ["ar_headline", "ar_controls"]
-    assert names[2:] == ["continuous_headline", "masked_headline", "continuous_controls", "masked_controls"]
+    names = [s.name for s in protocol.SLICES][:7]
+    assert names[:3] == ["ar_headline", "ar_controls", "lm_gradient"]
+    assert names[3:] == ["continuous_headline", "masked_headline", "continuous_controls", "masked_controls"]
+    lm_gradient = protocol.plan_slice(protocol.slice_by_name("lm_gradient"), protocol.BUDGETS["tiny"])
+    assert [r.name for r in lm_gradient[:4]] == [
+        "masked-none-s0",
+        "masked-none-lmgrad0-s0",
+        "continuous-none-s0",
+        "continuous-none-lmgrad0-s0",
+    ]
+    assert len(lm_gradient) == 12
     for name, host in (("ar_headline", "ar"), ("masked_headline", "masked")):
         headline = protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
         assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
@@ -405,8 +413,8 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     status = capsys.readouterr().out
     assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | ar-vib-s0 |" in status
     assert "| 2 | ar_controls | controls | 39 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
-    assert "| 3 | continuous_headline | controls | 12 | 0 | 0.0 | continuous-none-s0 |" in status
-    assert "| 10 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
+    assert "| 3 | lm_gradient | controls | 12 | 0 | 0.0 | masked-none-s0 |" in status
+    assert "| 11 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing
     table = out.read_text()
     out.unlink()
@@ -534,3 +542,21 @@ def test_runs_share_one_compilation_cache_per_study_unless_the_user_chose_one(tm
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
     env = runner.subprocess_env(tmp_path / "r")
     assert "INFOTOK_JAX_CACHE_DIR" not in env and env["JAX_COMPILATION_CACHE_DIR"] == "/mine"
+
+
+def test_lm_gradient_choice_score_sums_validation_understanding_and_generation(tmp_path):
+    runs = protocol.plan("controls", ["masked"], ["none"], [0, 1, 2], steps=None, extra="tiny")
+    understanding, generation = aggregate.CHOICE_TERMS
+    flipped_gain = {0: (-0.10, 0.02), 1: (-0.05, 0.01), 2: (-0.08, 0.03)}  # worse answers, better images
+    for run in runs:
+        du, dg = flipped_gain[run.seed] if run.value == "baseline, LM gradient flipped" else (0.0, 0.0)
+        scores = {understanding: 0.5 + 0.01 * run.seed + du, generation: 0.01 + dg}
+        _fake_run(tmp_path, run, scores, steps_per_sec=1.0)
+    results = aggregate.aggregate(runs, tmp_path, "controls")
+    flipped = next(g for g in results["groups"] if g["value"] == "baseline, LM gradient flipped")
+    score = flipped["paired"][aggregate.CHOICE_SCORE]
+    assert score["diffs"] == pytest.approx([-0.08, -0.04, -0.05])
+    assert score["hi"] < 0 and score["supported"]  # the default is kept: flipping is measurably worse
+    table = tables.markdown(results, "t")
+    assert "understanding + gen all-correct: the choice score" in table.split("validation split")[1]
+    assert "the choice score" not in table.split("validation split")[0]

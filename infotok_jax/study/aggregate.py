@@ -44,6 +44,9 @@ REPORT_SPLIT = "test"  # the split the study's tables report; see the module doc
 CHOICE_SPLIT = "validation"  # the split settings are chosen on (e.g. each baseline's LM gradient)
 CONFIDENCE = 0.95
 OWN_ARM = "full"  # a Reference.arm meaning the run's own arm at its defaults
+# What a setting is chosen by (each baseline's LM gradient, docs/study.md): the two tasks of a unified model
+CHOICE_TERMS = (f"{CHOICE_SPLIT}/understanding/accuracy", f"{CHOICE_SPLIT}/generation/all_correct")
+CHOICE_SCORE = f"{CHOICE_SPLIT}/choice_score"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,15 +115,9 @@ METRICS = (
     Metric(_t("information/excess_nhsic_zy_pooled"), "nHSIC(Z,Y) pooled - floor", "eval", in_table=False),
     Metric(_t("information/excess_nhsic_zn_pooled"), "nHSIC(Z,N) pooled - floor", "eval", in_table=False),
     Metric("eval/rate_bits_per_token", "rate bits/token", "final", 3, 0.1),
-    Metric(
-        f"{CHOICE_SPLIT}/understanding/accuracy",
-        f"understanding acc ({CHOICE_SPLIT})",
-        "eval",
-        in_table=False,
-    ),
-    Metric(
-        f"{CHOICE_SPLIT}/generation/all_correct", f"gen all-correct ({CHOICE_SPLIT})", "eval", in_table=False
-    ),
+    Metric(CHOICE_TERMS[0], f"understanding acc ({CHOICE_SPLIT})", "eval", in_table=False),
+    Metric(CHOICE_TERMS[1], f"gen all-correct ({CHOICE_SPLIT})", "eval", in_table=False),
+    Metric(CHOICE_SCORE, "understanding + gen all-correct: the choice score", "derived", in_table=False),
     Metric("step_time_vs_baseline", "step time / baseline", "derived", 2, 0.05, paired=False),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
@@ -165,6 +162,8 @@ def collect_run(run: Run, root: pathlib.Path) -> dict[str, Any]:
         record["metrics"].update(
             {m.key: scores[m.key] for m in METRICS if m.source == "eval" and m.key in scores}
         )
+    if all(k in record["metrics"] for k in CHOICE_TERMS):
+        record["metrics"][CHOICE_SCORE] = sum(record["metrics"][k] for k in CHOICE_TERMS)
     history = reporting.read_metrics(workdir)
     for m in METRICS:
         if m.source == "final":

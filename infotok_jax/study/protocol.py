@@ -177,14 +177,18 @@ class Slice:
 
 
 HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
+LM_GRADIENT_LABELS = ("baseline", "baseline, LM gradient flipped")
 # The issue's order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
-# their paired intervals come early), the same on continuous and masked (their headline rows first: with
+# their paired intervals come early), the masked and continuous baselines' LM-gradient setting (chosen on
+# validation, as on AR, before those hosts' baselines enter any table or the budget curve), the same
+# controls on continuous and masked (their headline rows first: with
 # the AR ones they are the main table, baseline vs the IB arms vs the supervised control on all three
 # hosts), then the capacity sweep, then the main sweep. At a budget other than the one the controls ran
 # at, the headline slices are the main table of that budget (docs/study.md).
 SLICES: tuple[Slice, ...] = (
     Slice("ar_headline", "controls", ("ar",), labels=HEADLINE_LABELS),
     Slice("ar_controls", "controls", ("ar",)),
+    Slice("lm_gradient", "controls", ("masked", "continuous"), labels=LM_GRADIENT_LABELS),
     Slice("continuous_headline", "controls", ("continuous",), labels=HEADLINE_LABELS),
     Slice("masked_headline", "controls", ("masked",), labels=HEADLINE_LABELS),
     Slice("continuous_controls", "controls", ("continuous",)),
