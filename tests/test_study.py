@@ -206,11 +206,12 @@ def test_table_cell_shows_a_std_only_with_two_or_more_seeds():
 
 def test_controls_are_variants_with_per_host_lm_gradient_flip_and_shared_defaults():
     ar = {r.value: r for r in protocol.plan("controls", ["ar"], protocol.ARMS, [0], steps=600)}
-    assert len(ar) == len(protocol.SWEEPS["controls"].variants) == 14
-    assert len({r.name for r in ar.values()}) == 13  # every variant is its own run but one (same_run_as)
+    assert len(ar) == len(protocol.SWEEPS["controls"].variants) == 15
+    assert len({r.name for r in ar.values()}) == 14  # every variant is its own run but one (same_run_as)
     assert ar["baseline"].name == "ar-none-s0" and ar["hsic: full"].name == "ar-hsic-s0"  # = main runs
     # the AR default passes no LM gradient to the tokenizer, so its control turns it on; masked: off
     assert ar["baseline, LM gradient flipped"].overrides == ("--config.host.lm_grad_to_tokenizer=1",)
+    assert ar["hsic: LM gradient flipped"].name == "ar-hsic-lmgrad1-s0"  # the treatment's own choice
     masked = protocol.plan("controls", ["masked"], ["none"], [0], steps=600)
     assert [r.name for r in masked] == ["masked-none-s0", "masked-none-lmgrad0-s0"]
     relevance = ar["hsic: relevance only"]
@@ -256,16 +257,16 @@ def test_slices_follow_the_issue_order_and_run_seed_major():
     assert [r.name for r in lm_gradient[:4]] == [
         "masked-none-s0",
         "masked-none-lmgrad0-s0",
-        "continuous-none-s0",
-        "continuous-none-lmgrad0-s0",
+        "masked-hsic-s0",
+        "masked-hsic-lmgrad0-s0",
     ]
-    assert len(lm_gradient) == 12
+    assert len(lm_gradient) == 24 and {r.host for r in lm_gradient} == {"masked", "continuous"}
     for name, host in (("ar_headline", "ar"), ("masked_headline", "masked")):
         headline = protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
         assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
         assert {r.host for r in headline} == {host}
     runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
-    assert len(runs) == 14 * 3 and [r.seed for r in runs[:14]] == [0] * 14 and runs[14].seed == 1
+    assert len(runs) == 15 * 3 and [r.seed for r in runs[:15]] == [0] * 15 and runs[15].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
     with pytest.raises(ValueError, match="--slice"):
         protocol.slice_by_name("everything")
@@ -412,8 +413,8 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     assert cli.main([*flags, "--status"]) == 0
     status = capsys.readouterr().out
     assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | ar-vib-s0 |" in status
-    assert "| 2 | ar_controls | controls | 39 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
-    assert "| 3 | lm_gradient | controls | 12 | 0 | 0.0 | masked-none-s0 |" in status
+    assert "| 2 | ar_controls | controls | 42 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
+    assert "| 3 | lm_gradient | controls | 24 | 0 | 0.0 | masked-none-s0 |" in status
     assert "| 11 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing
     table = out.read_text()

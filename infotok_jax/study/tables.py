@@ -94,10 +94,11 @@ def markdown(results: dict[str, Any], title: str) -> str:
         if any(of_reference(g) for g in results["groups"]):
             lines += [
                 "",
-                f"Paired differences from {reference.description}; same intervals and *.",
+                f"Paired differences from {reference.description}; same intervals and *; the "
+                f"{CHOICE_SPLIT} columns are where settings are chosen.",
                 "",
-                *_diff_head(ident, paired),
-                *_diff_rows(results["groups"], of_reference, ident_cells, paired),
+                *_diff_head(ident, paired + choice),
+                *_diff_rows(results["groups"], of_reference, ident_cells, paired + choice),
             ]
     if results["seeds_needed"]:
         lines += [
