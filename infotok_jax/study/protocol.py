@@ -181,13 +181,13 @@ class Slice:
 HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
 LM_GRADIENT_LABELS = ("baseline", "baseline, LM gradient flipped", "hsic: full", "hsic: LM gradient flipped")
 # The issue's order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
-# their paired intervals come early), the masked and continuous baselines' LM-gradient setting (chosen on
-# validation, as on AR, before those hosts' baselines enter any table or the budget curve; and the HSIC
-# arm's, which sets the host default the other arms run with), the same
-# controls on continuous and masked (their headline rows first: with
-# the AR ones they are the main table, baseline vs the IB arms vs the supervised control on all three
-# hosts), then the capacity sweep, then the main sweep. At a budget other than the one the controls ran
-# at, the headline slices are the main table of that budget (docs/study.md).
+# their paired intervals come early); the masked and continuous hosts' LM-gradient settings, chosen on
+# validation as on AR (the baseline's, and the HSIC arm's, which sets the host default the other arms run
+# with) before those hosts enter any table or the budget curve; the same controls on continuous and
+# masked (their headline rows first: with the AR ones they are the main table, baseline vs the IB arms vs
+# the supervised control on all three hosts); then the capacity sweep, then the main sweep. At a budget
+# other than the one the controls ran at, the headline slices are the main table of that budget
+# (docs/study.md).
 SLICES: tuple[Slice, ...] = (
     Slice("ar_headline", "controls", ("ar",), labels=HEADLINE_LABELS),
     Slice("ar_controls", "controls", ("ar",)),
