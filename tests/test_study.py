@@ -358,6 +358,18 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     with pytest.raises(results.ResultMismatchError, match="another --study"):
         runner.execute([other], root, study="t", results_dir=store, python=str(fake_python))
 
+    # a result made before a default changed: same name and flags, another effective setting
+    path = store / "t" / f"{runs[0].name}.json"
+    record = json.loads(path.read_text())
+    record["config"] = {"host": {"lm_grad_to_tokenizer": 1.0}}
+    results.write_result(record, path)
+    assert protocol.effective_fields(runs[0])["host.lm_grad_to_tokenizer"] == 0.0  # the AR default
+    with pytest.raises(results.ResultMismatchError, match="host.lm_grad_to_tokenizer=1.0.*rename"):
+        results.load_results(store, "t", runs[:1])
+    record["config"]["host"]["lm_grad_to_tokenizer"] = 0.0
+    results.write_result(record, path)
+    assert results.load_results(store, "t", runs[:1])  # a field absent from an older config is not checked
+
 
 def test_runner_reports_failures_and_defers_runs_past_the_deadline(tmp_path, fake_python):
     import dataclasses

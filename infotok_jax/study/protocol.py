@@ -368,6 +368,15 @@ def _make_run(sweep: Sweep, variant: Variant, host: str, seed: int, base: str) -
     return Run(name, host, variant.arm, seed, sweep.name, value, config_arg, overrides, steps)
 
 
+def effective_fields(run: Run) -> dict[str, Any]:
+    """The value of every field the protocol varies (`FIELD_SHORT`) that `run` trains with: its override,
+    else the config's default for its config argument."""
+    overridden = dict(o.removeprefix("--config.").split("=", 1) for o in run.overrides)
+    return {
+        field: _resolve(overridden.get(field), _default_field(run.config_arg, field)) for field in FIELD_SHORT
+    }
+
+
 def _arg_rank(item: tuple[str, Any]) -> int:
     return list(_host_config_module().ARGS).index(item[0])
 

@@ -21,6 +21,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
+from infotok_jax.study import protocol
 from infotok_jax.study.protocol import REPO, Run
 
 RESULTS_DIR = REPO / "experiments" / "results" / "runs"
@@ -115,16 +116,33 @@ def write_result(result: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
 def load_result(path: pathlib.Path, run: Run | None = None) -> dict[str, Any]:
     """Reads a result file; with `run`, raises ResultMismatchError if it was made with another config."""
     result = json.loads(pathlib.Path(path).read_text())
-    if run is not None:
-        saved = result["run"]
-        mine = run.manifest()
-        for key in ("config_arg", "overrides", "steps"):
-            if saved[key] != mine[key]:
-                raise ResultMismatchError(
-                    f"{path} holds run {run.name} with {key}={saved[key]!r}, but this plan has "
-                    f"{key}={mine[key]!r}: use another --study name for another budget or config"
-                )
+    if run is None:
+        return result
+    saved = result["run"]
+    mine = run.manifest()
+    for key in ("config_arg", "overrides", "steps"):
+        if saved[key] != mine[key]:
+            raise ResultMismatchError(
+                f"{path} holds run {run.name} with {key}={saved[key]!r}, but this plan has "
+                f"{key}={mine[key]!r}: use another --study name for another budget or config"
+            )
+    for field, value in protocol.effective_fields(run).items():
+        made_with = _lookup(result.get("config", {}), field)
+        if made_with is not None and made_with != value:
+            raise ResultMismatchError(
+                f"{path} was made with {field}={made_with!r}, but run {run.name} now trains with {value!r} "
+                "(a config default changed since): rename the result file to the run it is, or rerun"
+            )
     return result
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    """`config[a][b]` for "a.b"; None where a level is missing (results of older configs)."""
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
 
 
 def load_results(results_dir: pathlib.Path, study: str, runs: list[Run]) -> dict[str, dict[str, Any]]:
