@@ -21,8 +21,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-from infotok_jax.study import protocol
-from infotok_jax.study.protocol import REPO, Run
+from infotok_jax.study.protocol import REPO, Run, effective_fields
 
 RESULTS_DIR = REPO / "experiments" / "results" / "runs"
 SCHEMA = 1
@@ -126,7 +125,7 @@ def load_result(path: pathlib.Path, run: Run | None = None) -> dict[str, Any]:
                 f"{path} holds run {run.name} with {key}={saved[key]!r}, but this plan has "
                 f"{key}={mine[key]!r}: use another --study name for another budget or config"
             )
-    for field, value in protocol.effective_fields(run).items():
+    for field, value in effective_fields(run).items():
         made_with = _lookup(result.get("config", {}), field)
         if made_with is not None and made_with != value:
             raise ResultMismatchError(
