@@ -14,11 +14,13 @@ on SIGTERM and exits 0), and SIGKILL only once a grace period has passed:
 - SIGINT or SIGTERM to the launcher, or --timeout: `--grace_seconds` (default 120), long enough for a
   checkpoint; a second SIGINT/SIGTERM during it kills at once;
 - a child exiting non-zero, at any time including start-up: the others get `--failed_grace_seconds`
-  (default 10), since a multi-process checkpoint cannot complete without the failed process.
+  (default 10), since a multi-process checkpoint cannot complete without the failed process;
+- a child exiting 0 while a sibling is still running `--finish_seconds` (default 300) later: the sibling
+  is stuck (say, in a collective its finished peers will never join) and gets `--failed_grace_seconds`.
 On Linux each child also gets SIGTERM when the launcher itself dies, even by kill -9
 (prctl(PR_SET_PDEATHSIG)); elsewhere children outlive a killed launcher. The exit status is the
 children's: 0 when all exited 0 (also after a SIGTERM they handled), the failed child's status (128+N for
-a child killed by signal N), or 124 on timeout.
+a child killed by signal N), or 124 on timeout or a stuck sibling.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _POLL_SECONDS = 0.05
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 GRACE_SECONDS = 120.0
 FAILED_GRACE_SECONDS = 10.0
+FINISH_SECONDS = 300.0
 TIMEOUT_EXIT_CODE = 124
 
 
@@ -49,7 +52,8 @@ class Outcome(NamedTuple):
     """How a launch ended: each child's exit code and why the launcher stopped.
 
     `reason` is "done" (every child exited 0), "failed" (child `failed` exited non-zero first),
-    "timeout" or "signal" (the launcher got `signum`). Codes follow `subprocess`: minus N for a child
+    "stuck" (child `failed` still ran `finish_seconds` after a sibling exited 0), "timeout" or "signal"
+    (the launcher got `signum`). Codes follow `subprocess`: minus N for a child
     killed by signal N.
     """
 
@@ -158,6 +162,7 @@ def launch(
     timeout: float | None = None,
     grace_seconds: float = GRACE_SECONDS,
     failed_grace_seconds: float = FAILED_GRACE_SECONDS,
+    finish_seconds: float = FINISH_SECONDS,
 ) -> list[int]:
     """Runs `command` as `num_processes` JAX processes; returns their exit codes in process order.
 
@@ -168,7 +173,14 @@ def launch(
     non-positive counts.
     """
     outcome = run(
-        command, num_processes, devices_per_process, env, timeout, grace_seconds, failed_grace_seconds
+        command,
+        num_processes,
+        devices_per_process,
+        env,
+        timeout,
+        grace_seconds,
+        failed_grace_seconds,
+        finish_seconds,
     )
     if outcome.signum is not None:
         signal.raise_signal(outcome.signum)
@@ -183,6 +195,7 @@ def run(
     timeout: float | None = None,
     grace_seconds: float = GRACE_SECONDS,
     failed_grace_seconds: float = FAILED_GRACE_SECONDS,
+    finish_seconds: float = FINISH_SECONDS,
 ) -> Outcome:
     """`launch` without re-raising a received signal: says why it stopped instead."""
     if not command:
@@ -191,8 +204,11 @@ def run(
         raise ValueError(f"num_processes={num_processes} must be at least 1.")
     if devices_per_process < 1:
         raise ValueError(f"devices_per_process={devices_per_process} must be at least 1.")
-    if grace_seconds < 0 or failed_grace_seconds < 0:
-        raise ValueError(f"grace_seconds={grace_seconds}, failed_grace_seconds={failed_grace_seconds}: >= 0.")
+    if min(grace_seconds, failed_grace_seconds, finish_seconds) < 0:
+        raise ValueError(
+            f"grace_seconds={grace_seconds}, failed_grace_seconds={failed_grace_seconds}, "
+            f"finish_seconds={finish_seconds}: each must be >= 0."
+        )
     base = {**os.environ, **(env or {})}
     port = portpicker.pick_unused_port()
     lock = threading.Lock()
@@ -224,6 +240,7 @@ def run(
             pump.start()
             pumps.append(pump)
         deadline = None if timeout is None else time.monotonic() + timeout
+        first_finish = None
         while True:
             codes = [p.poll() for p in procs]
             failures = [i for i, c in enumerate(codes) if c not in (None, 0)]
@@ -235,6 +252,15 @@ def run(
                 )
                 break
             if all(c == 0 for c in codes):
+                break
+            if first_finish is None and 0 in codes:
+                first_finish = time.monotonic()
+            if first_finish is not None and time.monotonic() - first_finish > finish_seconds:
+                reason, failed = "stuck", codes.index(None)
+                _say(
+                    f"p{failed} still running {finish_seconds:g} s after p{codes.index(0)} exited 0; "
+                    f"stopping it (SIGTERM, SIGKILL after {failed_grace_seconds:g} s)."
+                )
                 break
             if received:
                 reason = "signal"
@@ -263,10 +289,10 @@ def run(
 def exit_code(codes: Sequence[int], reason: str, failed: int | None = None) -> int:
     """One exit status for the launcher, in shell terms (128+N for a child killed by signal N).
 
-    124 on timeout; else child `failed`'s status when given, else the first positive status, else the
-    first non-zero one; 0 when every child exited 0.
+    124 on timeout or when a child was stuck after a sibling finished; else child `failed`'s status when
+    given, else the first positive status, else the first non-zero one; 0 when every child exited 0.
     """
-    if reason == "timeout":
+    if reason in ("timeout", "stuck"):
         return TIMEOUT_EXIT_CODE
     order = ([codes[failed]] if failed is not None else []) + [c for c in codes if c > 0] + list(codes)
     for code in order:
@@ -299,6 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="After a child exits non-zero: seconds between SIGTERM to the others and SIGKILL "
         f"(default {FAILED_GRACE_SECONDS:g}).",
     )
+    parser.add_argument(
+        "--finish_seconds",
+        type=float,
+        default=FINISH_SECONDS,
+        help="Seconds a child may keep running after a sibling exited 0 before it counts as stuck and is "
+        f"stopped like a failure (default {FINISH_SECONDS:g}).",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- followed by the command to run.")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -311,15 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.timeout,
             args.grace_seconds,
             args.failed_grace_seconds,
+            args.finish_seconds,
         )
     except ValueError as e:
         parser.error(str(e))
     status = exit_code(outcome.codes, outcome.reason, outcome.failed)
-    why = (
-        f"p{outcome.failed} failed with {describe(outcome.codes[outcome.failed])}; "
-        if outcome.failed is not None
-        else ""
-    )
+    why = ""
+    if outcome.failed is not None:
+        how = describe(outcome.codes[outcome.failed])
+        why = (
+            f"p{outcome.failed} was stuck after a sibling finished ({how} once stopped); "
+            if outcome.reason == "stuck"
+            else f"p{outcome.failed} failed with {how}; "
+        )
     _say(f"{why}children exited with {outcome.codes}; exit status {status}.")
     return status
 

@@ -255,6 +255,23 @@ def test_failed_child_stops_its_siblings():
     assert lmp.exit_code(codes, "failed") == 3
 
 
+def test_child_stuck_after_its_sibling_finished_is_stopped():
+    code = "import os, time\nif os.environ['INFOTOK_PROCESS_ID'] == '1': time.sleep(60)"
+    start = time.monotonic()
+    outcome = lmp.run([sys.executable, "-c", code], 2, 1, finish_seconds=0.5, failed_grace_seconds=1)
+    assert time.monotonic() - start < 10
+    assert outcome == lmp.Outcome([0, -signal.SIGTERM], "stuck", failed=1)
+    assert lmp.exit_code(outcome.codes, outcome.reason, outcome.failed) == lmp.TIMEOUT_EXIT_CODE
+    result = subprocess.run(
+        [sys.executable, str(LAUNCH / "local_multiprocess.py"), "--finish_seconds=0.5", "--",
+         sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == lmp.TIMEOUT_EXIT_CODE, result.stderr
+    assert "p1 still running 0.5 s after p0 exited 0" in result.stderr
+    assert "p1 was stuck after a sibling finished (signal 15 (SIGTERM) once stopped)" in result.stderr
+
+
 def test_timeout_stops_all_children():
     start = time.monotonic()
     codes = lmp.launch(["sleep", "60"], num_processes=2, devices_per_process=1, timeout=0.5)
