@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from infotok_jax.study import aggregate, budget_curve, plots, protocol, runner, tables  # noqa: E402
+from infotok_jax.study import aggregate, budget_curve, capacity, plots, protocol, runner, tables  # noqa: E402
 from infotok_jax.study import results as results_lib  # noqa: E402
 
 PYTHON = sys.executable  # the interpreter of the runs' subprocesses
@@ -153,6 +153,8 @@ def write_outputs(
 ) -> dict[str, pathlib.Path]:
     """Aggregates `runs` from the workdir-shaped `root` into `out_dir`, draws the figures; returns paths."""
     results = aggregate.aggregate(runs, root, sweep)
+    if sweep == "capacity":
+        results["contrasts"] = capacity.contrasts(results["runs"])
     title = "InfoTok study: main protocol" if sweep == "main" else f"InfoTok study: {sweep} sweep"
     paths = tables.write(results, out_dir, title)
     paths["information_plane"] = plots.information_plane(results, out_dir / "information_plane.png")
@@ -160,6 +162,8 @@ def write_outputs(
         paths["bars"] = plots.bar_chart(results, out_dir / "bars.png")
     elif sweep in CATEGORICAL:
         paths["variants"] = plots.variant_chart(results, out_dir / "variants.png")
+        if sweep == "capacity":
+            paths["capacity"] = plots.capacity_gains(results, out_dir / "capacity.png")
     else:
         x_label, log_x = X_LABELS[sweep]
         paths["curves"] = plots.sweep_curves(results, out_dir / "curves.png", x_label, log_x)

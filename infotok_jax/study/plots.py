@@ -1,5 +1,5 @@
 """PNG figures of the study: information plane per host, paired-difference bars, sweep curves, the
-baselines' learning curve over budgets (drawn from `budget_curve.points`).
+capacity sweep's gains, the baselines' learning curve over budgets (drawn from `budget_curve.points`).
 
 The others are drawn from the `aggregate.aggregate` results dict, so they show exactly the numbers
 of table.md / results.json: the test split, nHSIC as excess over its permutation floor, and for the bars
@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from infotok_jax.study import aggregate, capacity
 from infotok_jax.study.aggregate import REPORT_SPLIT
+from infotok_jax.study.protocol import CAPACITY_NUISANCE, CAPACITY_TOKENS, capacity_label
 
 ARM_COLORS = {"none": "tab:gray", "vib": "tab:blue", "hsic": "tab:orange", "supervised": "tab:green"}
 _S = REPORT_SPLIT
@@ -256,6 +258,46 @@ def sweep_curves(
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def capacity_gains(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
+    """The capacity claim at a glance: each IB arm's paired gain over the same-point baseline against the
+    nuisance, solid at the fewer tokens and dashed at the more, 95% t interval over seeds as error bars
+    (none with one seed); one row per host, one column per `capacity.CONTRAST_METRICS` metric."""
+    plt = _pyplot()
+    by_point = capacity.gains(results["runs"])
+    hosts = sorted({h for h, _, _ in by_point}) or ["(no paired runs)"]
+    metrics = capacity.CONTRAST_METRICS
+    fig, axes = plt.subplots(
+        len(hosts), len(metrics), figsize=(4 * len(metrics), 3.2 * len(hosts)), dpi=110, squeeze=False
+    )
+    for row, host in zip(axes, hosts, strict=True):
+        for ax, metric in zip(row, metrics, strict=True):
+            for arm in sorted({a for h, a, _ in by_point if h == host}):
+                for tokens, style in zip(CAPACITY_TOKENS, ("-", "--"), strict=True):
+                    xs, means, errors = [], [], []
+                    for nuisance in CAPACITY_NUISANCE:
+                        seeds = by_point.get((host, arm, capacity_label(tokens, nuisance)), {})
+                        diffs = [d[metric.key] for d in seeds.values() if metric.key in d]
+                        if diffs:
+                            interval = aggregate.t_interval(diffs)
+                            xs.append(nuisance)
+                            means.append(interval["mean"])
+                            errors.append(
+                                0.0 if interval["lo"] is None else interval["mean"] - interval["lo"]
+                            )
+                    if xs:
+                        ax.errorbar(
+                            xs, means, errors, marker="o", capsize=3, linestyle=style,
+                            color=ARM_COLORS.get(arm), label=f"{arm}, {tokens} tokens",
+                        )  # fmt: skip
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            ax.set_xticks(CAPACITY_NUISANCE)
+            ax.set_xlabel("nuisance")
+            ax.set_title(f"{host}: {metric.label}, arm - baseline", fontsize=9)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=7)
     return _save(fig, path)
 
 

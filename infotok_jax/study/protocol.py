@@ -101,11 +101,20 @@ _CONTROLS = (
     # term alone, the same program (tests/test_infotok_objective.py; the seed-0 runs were bitwise equal)
     Variant("vib", "vib: consistency only", same_run_as="hsic: consistency only"),
 )
+CAPACITY_TOKENS = (16, 64)
+CAPACITY_NUISANCE = (0.0, 0.5, 1.0)
+
+
+def capacity_label(tokens: int, nuisance: float) -> str:
+    """The label (run `value`) of the capacity sweep's point at `tokens` and `nuisance`."""
+    return f"tokens={tokens} nuisance={nuisance:g}"
+
+
 _CAPACITY = tuple(
-    Variant(arm, f"tokens={t} nuisance={n:g}", args=(("tokens", t), ("nuisance", n)))
+    Variant(arm, capacity_label(t, n), args=(("tokens", t), ("nuisance", n)))
     for arm in IB_ARMS
-    for t in (16, 64)
-    for n in (0.0, 0.5, 1.0)
+    for t in CAPACITY_TOKENS
+    for n in CAPACITY_NUISANCE
 )
 
 SWEEPS: dict[str, Sweep] = {

@@ -2,7 +2,8 @@
 
 Renders what `aggregate.aggregate` computed (nothing is recomputed here): one row per (host, arm[, swept
 value]) with mean ± sample std over seeds, then the paired differences from the baseline and from each
-reference arm of `aggregate.REFERENCES` with their t intervals, then the seeds the measured spread needs.
+reference arm of `aggregate.REFERENCES` with their t intervals, the capacity contrasts when the results
+hold them (`capacity.contrasts`), then the seeds the measured spread needs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import pathlib
 from typing import Any
 
+from infotok_jax.study import capacity
 from infotok_jax.study.aggregate import CHOICE_SPLIT, METRICS, REFERENCES, STEP_TIME_MEASURES
 
 
@@ -100,6 +102,8 @@ def markdown(results: dict[str, Any], title: str) -> str:
                 *_diff_head(ident, paired + choice),
                 *_diff_rows(results["groups"], of_reference, ident_cells, paired + choice),
             ]
+    if results.get("contrasts"):
+        lines += ["", *_contrast_lines(results["contrasts"], level)]
     if results["seeds_needed"]:
         lines += [
             "",
@@ -115,6 +119,27 @@ def markdown(results: dict[str, Any], title: str) -> str:
                     f" -> {need['seeds']} seeds"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _contrast_lines(rows: list[dict[str, Any]], level: int) -> list[str]:
+    """The capacity claim (`capacity.contrasts`): per-seed gain over the same-point baseline at one
+    point minus at another, with its t interval."""
+    metrics = capacity.CONTRAST_METRICS
+    lines = [
+        "The capacity claim: each arm's paired gain over the baseline at one sweep point minus its gain at "
+        f"another, per seed, mean [{level}% Student-t interval over seeds]; * = the interval excludes 0. "
+        "Positive: the gain is larger where the contrast says (more nuisance, fewer tokens); for the probe "
+        "R^2 of the nuisance, negative means the arm drops more of it there.",
+        "",
+        "| " + " | ".join(["host", "arm", "contrast", "seeds", *(m.label for m in metrics)]) + " |",
+        "|" + " --- |" * (4 + len(metrics)),
+    ]
+    for row in rows:
+        n = max(p["n"] for p in row["intervals"].values())
+        cells = [row["host"], row["arm"], row["contrast"], str(n)]
+        cells += [_diff_cell(row["intervals"].get(m.key), m.digits) for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def _diff_head(ident: list[str], metrics) -> list[str]:
