@@ -204,6 +204,11 @@ def test_tiny_run_trains_is_killed_resumes_and_evaluates_in_the_bucket(emulator,
     assert evaluation.returncode == 0, evaluation.stderr[-4000:]
     eval_names = emulator.objects(BUCKET, f"run/eval/step_{final:06d}/")
     assert f"run/eval/step_{final:06d}/metrics.json" in eval_names, eval_names
+    history = emulator.read(BUCKET, "run/eval/metrics.jsonl").decode().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [final]
+    assert any(
+        n.startswith("run/eval/tensorboard/events.out.tfevents") for n in emulator.objects(BUCKET, "run/")
+    )
 
     assert sorted(p.name for p in cwd.iterdir()) == [], "something was written under the working directory"
     assert not os.path.exists(os.path.join(harness.REPO, "gs:"))

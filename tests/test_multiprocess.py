@@ -205,6 +205,11 @@ def test_two_processes_through_kill_and_resume_equal_one_process(tmp_path, data_
             result = process
         assert result.returncode == 0, out[-4000:]
         scores[name] = json.loads((workdir / "eval" / f"step_{steps:06d}" / "metrics.json").read_text())
+        history = harness.reporting.read_metrics(workdir / "eval")  # process 0 alone appended it
+        assert list(history) == [steps] and set(history[steps]) == set(scores[name])
+        finite = {k: v for k, v in scores[name].items() if v is not None}  # metrics.json: NaN as null
+        assert {k: history[steps][k] for k in finite} == pytest.approx(finite)
+        assert len(list((workdir / "eval" / "tensorboard").glob("events.out.tfevents.*"))) == 1
     for split in ("validation", "test", "holdout"):
         assert scores["single"][f"{split}/understanding/num_examples"] == 8
         assert 0.0 <= scores["single"][f"{split}/understanding/accuracy"] <= 1.0

@@ -3,7 +3,9 @@
 `evaluate_checkpoint(config, task, workdir)` restores the model variables (parameters and model state,
 no optimizer) of the latest checkpoint of a run, sharded over the current mesh so any device count
 works, and runs `report.evaluate_splits` on `config.evaluation.splits`. Results and grids go to
-`<workdir>/eval/step_<N>/`.
+`<workdir>/eval/step_<N>/`; the scalars are also appended to `<workdir>/eval/metrics.jsonl` and written as
+TensorBoard events under `<workdir>/eval/tensorboard/` (a run of its own beside the trainer's
+`tensorboard/`), so the evaluations of successive checkpoints read as curves.
 
 Multi-process: every process reads the same full evaluation batches, every jitted function runs on
 global arrays (batch rows sharded over the mesh's batch axes) and returns replicated outputs, so every
@@ -27,7 +29,7 @@ from infotok_jax.data import experiment_data
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.evaluate import report, run_checks
 from infotok_jax.mllm import hosts
-from infotok_jax.training import checkpointing, config_checks, train_state
+from infotok_jax.training import checkpointing, config_checks, reporting, train_state
 from infotok_jax.training.task import Task
 
 
@@ -107,7 +109,19 @@ def evaluate_checkpoint(
     if jax.process_index() == 0:
         out_dir = workdir / "eval" / f"step_{step:06d}"
         paths = report.write_report(str(out_dir), results, title=f"{config.host.kind} host, step {step}")
+        paths.update(write_history(workdir / "eval", step, results))
     return {"step": step, "results": results, "paths": paths}
+
+
+def write_history(eval_dir: epath.Path, step: int, results: dict[str, Any]) -> dict[str, str]:
+    """Appends the scalar `results` at `step` to `eval_dir/metrics.jsonl` and its TensorBoard events
+    (`eval_dir/tensorboard/`); returns their paths. Call on process 0 only."""
+    writer = reporting.MetricWriter(eval_dir, enabled=True)
+    try:
+        writer.write_scalars(step, report.flatten_metrics(results))
+    finally:
+        writer.close()
+    return {"history": str(eval_dir / "metrics.jsonl"), "tensorboard": str(eval_dir / "tensorboard")}
 
 
 def _evaluate(config, task, variables, mesh: Mesh, max_batches: int | None) -> dict[str, Any]:
