@@ -11,10 +11,12 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import time
 
 import jax
 import numpy as np
@@ -205,16 +207,20 @@ def test_init_from_reads_another_run_without_touching_it(copy, tmp_path):
     assert in_progress.is_dir()
 
 
-def _write_lock(workdir, host: str, pid: int) -> None:
+def _write_lock(workdir, host: str, pid: int, heartbeat: float | None = None) -> None:
+    """A lock record; without `heartbeat`, as an older version (no heartbeat field) wrote it."""
     workdir.mkdir(parents=True, exist_ok=True)
     record = {"host": host, "pid": pid, "time": 0.0}
+    if heartbeat is not None:
+        record["heartbeat"] = heartbeat
     (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(record))
 
 
-@pytest.mark.parametrize("host", ["this", "elsewhere"])
+@pytest.mark.parametrize("host", ["this", "elsewhere", "elsewhere, alive"])
 def test_a_held_workdir_lock_refuses_a_second_training(copy, host):
     holder = subprocess.Popen(["sleep", "60"])
-    _write_lock(copy, socket.gethostname() if host == "this" else "other-host", holder.pid)
+    heartbeat = time.time() - 30 if host.endswith("alive") else None
+    _write_lock(copy, socket.gethostname() if host == "this" else "other-host", holder.pid, heartbeat)
     try:
         with pytest.raises(workdir_lock.WorkdirLockedError) as error:
             _train(copy, "steps=15,ckpt=5,hidden=1024")
@@ -222,6 +228,7 @@ def test_a_held_workdir_lock_refuses_a_second_training(copy, host):
         holder.kill()
         holder.wait()
     assert "in use by another training run" in str(error.value)
+    assert bool(re.search(r"alive \d+ s ago", str(error.value))) == (heartbeat is not None)
     assert f"delete {copy / workdir_lock.LOCK_FILE}" in str(error.value)
     assert harness.checkpoint_steps(copy) == [5, 10]
     assert (copy / workdir_lock.LOCK_FILE).exists()  # the holder's lock stays
@@ -236,6 +243,36 @@ def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(copy, caplog,
         _train(copy, ARGS)
     assert "Taking over the stale workdir lock" in caplog.text
     assert not (copy / workdir_lock.LOCK_FILE).exists()
+
+
+def test_a_lock_whose_heartbeat_stopped_is_taken_over_from_another_host(copy, caplog):
+    """A lost machine's lock: its holder may still "run" under the same pid on a new host name; only
+    the heartbeat says it is gone."""
+    silent = workdir_lock.STALE_AFTER_SECONDS + 60
+    _write_lock(copy, "lost-host", os.getpid(), heartbeat=time.time() - silent)
+    with caplog.at_level(logging.WARNING):
+        _train(copy, ARGS)
+    stopped = re.search(r"whose heartbeat stopped (\d+) s ago", caplog.text)
+    assert stopped and silent <= int(stopped.group(1)) < silent + 120, caplog.text
+    assert not (copy / workdir_lock.LOCK_FILE).exists()
+
+
+def test_the_holder_refreshes_its_heartbeat_until_it_releases(tmp_path, monkeypatch):
+    monkeypatch.setattr(workdir_lock, "HEARTBEAT_SECONDS", 0.02)
+    path = tmp_path / workdir_lock.LOCK_FILE
+    with workdir_lock.WorkdirLock(tmp_path) as lock:
+        first = json.loads(path.read_text())
+        deadline = time.monotonic() + 10
+        while json.loads(path.read_text())["heartbeat"] == first["heartbeat"]:
+            assert time.monotonic() < deadline, "the heartbeat was never refreshed"
+            time.sleep(0.01)
+        later = json.loads(path.read_text())
+        assert {k: later[k] for k in ("host", "pid", "time")} == {
+            k: first[k] for k in ("host", "pid", "time")
+        }
+        assert later["heartbeat"] > first["heartbeat"]
+    assert not path.exists() and not lock._beating.is_alive()
+    assert os.listdir(tmp_path) == []  # no partial record left behind
 
 
 def test_nothing_non_finite_is_saved_and_the_message_says_there_is_no_checkpoint(tmp_path):

@@ -5,12 +5,16 @@ save). The trainer therefore holds `<workdir>/LOCK_FILE` for its whole run: a JS
 and start time, created with create-if-absent semantics on local disk (`O_CREAT | O_EXCL`) and removed
 when the run ends, also on errors. Only process 0 of a multi-process run takes it.
 
-A lock left by a run that died without removing it (kill -9, a lost machine) is stale:
-- on the same host, a lock whose pid no longer runs (or is this process: a restarted container often
-  reuses the pid) is taken over with a warning;
-- otherwise the lock cannot be judged from here; the error names the holder and the file to delete
-  (`rm <workdir>/train.lock`, or `gcloud storage rm gs://.../train.lock`) once that run is known to be
-  gone.
+While it runs, the holder refreshes the record's `heartbeat` every `HEARTBEAT_SECONDS` from a
+background thread, independent of how long a step, a compilation or an evaluation takes. A lock left by a
+run that died without removing it (kill -9, a lost machine) is stale and taken over with a warning:
+- on the same host, when its pid no longer runs (or is this process: a restarted container often reuses
+  the pid);
+- from any host, when its heartbeat is older than `STALE_AFTER_SECONDS` (a pod slice recreated after a
+  preemption comes back under new host names; the margin also absorbs clock skew between hosts).
+A lock without a heartbeat (written by an older version) on another host cannot be judged from here; the
+error names the holder and the file to delete (`rm <workdir>/train.lock`, or `gcloud storage rm
+gs://.../train.lock`) once that run is known to be gone.
 
 On gs:// there is no create-if-absent through epath, so the lock is best effort there: it is written
 when absent and read back, which catches a second run started seconds later but not two started within
@@ -23,6 +27,7 @@ import itertools
 import json
 import os
 import socket
+import threading
 import time
 
 import jax
@@ -34,6 +39,9 @@ from infotok_jax import storage
 from infotok_jax.training import checkpointing
 
 LOCK_FILE = "train.lock"
+HEARTBEAT_SECONDS = 60.0
+STALE_AFTER_SECONDS = 900.0
+_IDENTITY = ("host", "pid", "time")  # the record's fields that name one run (the heartbeat changes)
 
 
 class WorkdirLockedError(checkpointing.IncompatibleWorkdirError):
@@ -69,8 +77,11 @@ class WorkdirLock:
 
     def __init__(self, workdir: epath.PathLike):
         self.path = epath.Path(workdir) / LOCK_FILE
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        now = time.time()
+        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "time": now, "heartbeat": now}
         self._held = False
+        self._stop_beating = threading.Event()
+        self._beating: threading.Thread | None = None
 
     def acquire(self) -> WorkdirLock:
         """Takes the lock or raises WorkdirLockedError naming the holder and how to break the lock."""
@@ -80,6 +91,9 @@ class WorkdirLock:
             if not self._stale(holder) or not self._take_over(holder):
                 refusal = self._refusal(holder)
         self._held = jax.process_index() == 0 and not refusal
+        if self._held:
+            self._beating = threading.Thread(target=self._beat, name="workdir-lock-heartbeat", daemon=True)
+            self._beating.start()
         if jax.process_count() > 1:  # every process stops, not only process 0
             refusal = _share_from_process_0(refusal)
         if refusal:
@@ -87,15 +101,44 @@ class WorkdirLock:
         return self
 
     def release(self) -> None:
-        """Removes the lock file if this run still holds it."""
+        """Stops the heartbeat and removes the lock file if this run still holds it."""
         if not self._held:
             return
         self._held = False
+        self._stop_beating.set()
+        if self._beating is not None:
+            self._beating.join()
         try:
-            if self._read_holder() == self.record:
+            if self._is_ours(self._read_holder()):
                 self.path.unlink()
         except OSError as e:
             logging.warning("Could not remove the workdir lock %s: %s", self.path, e)
+
+    def _beat(self) -> None:
+        """Refreshes the heartbeat until `release`, as long as the file still names this run."""
+        while not self._stop_beating.wait(HEARTBEAT_SECONDS):
+            try:
+                if not self._is_ours(self._read_holder()):
+                    logging.warning(
+                        "The workdir lock %s no longer names this run; not refreshing it.", self.path
+                    )
+                    return
+                self.record["heartbeat"] = time.time()
+                self._write(json.dumps(self.record))
+            except OSError as e:  # a bucket hiccup: the next beat tries again, well within the stale margin
+                logging.warning("Could not refresh the workdir lock %s: %s", self.path, e)
+
+    def _write(self, text: str) -> None:
+        """Replaces the record whole: readers never see a half-written file."""
+        if storage.is_remote(self.path):
+            self.path.write_text(text)  # an object upload is atomic
+            return
+        partial = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        partial.write_text(text)
+        os.replace(partial, self.path)
+
+    def _is_ours(self, holder: dict | None) -> bool:
+        return holder is not None and all(holder.get(k) == self.record[k] for k in _IDENTITY)
 
     def __enter__(self) -> WorkdirLock:
         return self.acquire()
@@ -109,7 +152,7 @@ class WorkdirLock:
             if self.path.exists():
                 return False
             self.path.write_text(text)
-            return self._read_holder() == self.record
+            return self._is_ours(self._read_holder())
         try:
             fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -127,20 +170,36 @@ class WorkdirLock:
         return record if isinstance(record, dict) else None
 
     def _stale(self, holder: dict | None) -> bool:
+        return holder is not None and (self._dead_here(holder) or self._silent_for(holder) is not None)
+
+    def _dead_here(self, holder: dict) -> bool:
         return (
-            holder is not None
-            and holder.get("host") == self.record["host"]
+            holder.get("host") == self.record["host"]
             and isinstance(holder.get("pid"), int)
             # a restarted container often gets the dead run's pid: then the "running" holder is us
             and (holder["pid"] == os.getpid() or not _pid_running(holder["pid"]))
         )
 
+    def _silent_for(self, holder: dict) -> float | None:
+        """Seconds since the holder's last heartbeat when that is over `STALE_AFTER_SECONDS`, else None."""
+        heartbeat = holder.get("heartbeat")
+        if not isinstance(heartbeat, int | float):
+            return None
+        silent = time.time() - heartbeat
+        return silent if silent > STALE_AFTER_SECONDS else None
+
     def _take_over(self, holder: dict) -> bool:
+        if self._dead_here(holder):
+            why = "which no longer runs"
+        else:
+            silent = self._silent_for(holder)
+            why = f"whose heartbeat stopped {silent:.0f} s ago (stale after {STALE_AFTER_SECONDS:g} s)"
         logging.warning(
-            "Taking over the stale workdir lock %s of pid %d on this host (%s), which no longer runs.",
+            "Taking over the stale workdir lock %s of pid %s on host %s, %s.",
             self.path,
-            holder["pid"],
-            holder["host"],
+            holder.get("pid"),
+            holder.get("host"),
+            why,
         )
         try:
             self.path.unlink()
@@ -154,8 +213,11 @@ class WorkdirLock:
         else:
             started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(holder.get("time", 0)))
             who = f"pid {holder.get('pid')} on host {holder.get('host')}, started {started}"
+            if isinstance(holder.get("heartbeat"), int | float):
+                who += f", alive {time.time() - holder['heartbeat']:.0f} s ago"
         return (
             f"--workdir {self.path.parent} is in use by another training run ({who}; lock file {self.path}). "
             "Two runs in one workdir destroy each other's checkpoints: wait for it to end or use a new "
-            f"--workdir. If that run is gone (its machine was lost), delete {self.path} and start again."
+            f"--workdir. If that run is gone (its machine was lost), delete {self.path} and start again "
+            f"(a lock whose heartbeat is over {STALE_AFTER_SECONDS:g} s old is taken over by itself)."
         )
