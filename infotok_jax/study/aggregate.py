@@ -176,11 +176,15 @@ def collect_run(run: Run, root: pathlib.Path) -> dict[str, Any]:
     return record
 
 
+def same_point_baseline(name: str, host: str, arm: str) -> str:
+    """The name of the `none` run at the same host, seed and sweep point as run `name` of `arm`."""
+    return name.replace(f"{host}-{arm}-", f"{host}-none-", 1)
+
+
 def baseline_run(run: Run, root: pathlib.Path) -> Run | None:
     """The run `run` is paired with: the `none` arm of the same host and seed at the same sweep point if
     its workdir exists, else the main baseline `<host>-none-s<seed>`; never the run itself."""
-    same_point = run.name.replace(f"{run.host}-{run.arm}-", f"{run.host}-none-", 1)
-    for name in (same_point, f"{run.host}-none-s{run.seed}"):
+    for name in (same_point_baseline(run.name, run.host, run.arm), f"{run.host}-none-s{run.seed}"):
         if name != run.name and (pathlib.Path(root) / "runs" / name).is_dir():
             return dataclasses.replace(run, name=name, arm="none")
     return None

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from infotok_jax.study.aggregate import METRICS, REPORT_SPLIT, t_interval
+from infotok_jax.study.aggregate import METRICS, REPORT_SPLIT, same_point_baseline, t_interval
 from infotok_jax.study.protocol import CAPACITY_NUISANCE, CAPACITY_TOKENS, capacity_label
 
 
@@ -61,17 +61,12 @@ CONTRAST_METRICS = tuple(
 )
 
 
-def same_point_baseline(record: dict[str, Any]) -> str:
-    """The name of the `none` run at the same host, seed and sweep point as `record`'s run."""
-    return record["name"].replace(f"{record['host']}-{record['arm']}-", f"{record['host']}-none-", 1)
-
-
 def gains(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[int, dict[str, float]]]:
     """(host, arm, point) -> seed -> metric -> run minus its same-point baseline, for every IB-arm record
     (`aggregate` records) that has one."""
     out: dict[tuple[str, str, str], dict[int, dict[str, float]]] = {}
     for r in records:
-        if r["arm"] == "none" or r["baseline"] != same_point_baseline(r):
+        if r["arm"] == "none" or r["baseline"] != same_point_baseline(r["name"], r["host"], r["arm"]):
             continue
         diffs = {
             m.key: r["metrics"][m.key] - r["baseline_metrics"][m.key]
