@@ -133,18 +133,29 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         f"Study `{args.study}` ({budget_of(args).description}), results in `{where}`: {len(done)} of "
         f"{len(unique)} distinct runs done (a run shared by slices counts in each).",
         "",
-        "| priority | slice | sweep | runs | done | wall time of done (min) | next missing run |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| priority | slice | sweep | runs | done | wall time of done (min) | est. remaining (h) "
+        "| next missing run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    measured = [(unique[name], result) for name, result in done.items()]
     for i, (name, sweep, runs) in enumerate(groups, 1):
         found = results_lib.load_results(args.results_dir, args.study, runs)
         minutes = sum(results_lib.wall_seconds(r) for r in found.values()) / 60
-        missing = [r.name for r in runs if r.name not in found]
+        missing = list({r.name: r for r in runs if r.name not in found}.values())
+        left = results_lib.estimated_seconds(missing, measured)
         lines.append(
             f"| {i} | {name} | {sweep} | {len({r.name for r in runs})} | {len(found)} | {minutes:.1f} | "
-            f"{missing[0] if missing else '—'} |"
+            f"{'?' if left is None else f'{left / 3600:.1f}'} | {missing[0].name if missing else '—'} |"
         )
-    lines += ["", budget_curve.summary(args.results_dir)]
+    total = results_lib.estimated_seconds([r for n, r in unique.items() if n not in done], measured)
+    lines += [
+        "",
+        "Estimated remaining: per missing run, the median wall time of the done runs of its host and token "
+        "count in this study (else of its host, else of all); a run shared by slices counts in each"
+        + ("." if total is None else f"; every distinct missing run: about {total / 3600:.1f} h."),
+        "",
+        budget_curve.summary(args.results_dir),
+    ]
     return "\n".join(lines) + "\n"
 
 

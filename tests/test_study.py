@@ -424,10 +424,12 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     capsys.readouterr()
     assert cli.main([*flags, "--status"]) == 0
     status = capsys.readouterr().out
-    assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | ar-vib-s0 |" in status
-    assert "| 2 | ar_controls | controls | 42 | 3 | 0.0 | ar-none-lmgrad1-s0 |" in status  # runs are shared
-    assert "| 3 | lm_gradient | controls | 24 | 0 | 0.0 | masked-none-s0 |" in status
-    assert "| 11 | main | main | 27 | 2 | 0.0 | ar-vib-s0 |" in status
+    assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | 0.0 | ar-vib-s0 |" in status
+    assert (
+        "| 2 | ar_controls | controls | 42 | 3 | 0.0 | 0.0 | ar-none-lmgrad1-s0 |" in status
+    )  # runs are shared
+    assert "| 3 | lm_gradient | controls | 24 | 0 | 0.0 | 0.0 | masked-none-s0 |" in status
+    assert "| 11 | main | main | 27 | 2 | 0.0 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing
     table = out.read_text()
     out.unlink()
@@ -437,6 +439,20 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     assert cli.main(["--study=nope"]) == 2  # an unknown study needs its budget
     assert cli.main([*flags, "--steps=3", "--status"]) == 2  # a preset's budget is not changed in place
     assert "--study=<name>" in capsys.readouterr().err
+
+
+def test_remaining_time_is_estimated_from_done_runs_of_the_same_host_and_token_count():
+    from infotok_jax.study import results
+
+    runs = {r.name: r for r in protocol.plan("capacity", ["ar", "masked"], ["none"], [0], 600, "")}
+    done = [
+        (runs["ar-none-s0"], {"timing": {"process_s": {"train": 250.0, "eval": 50.0}}}),
+        (runs["ar-none-tokens64-s0"], {"timing": {"process_s": {"train": 900.0}}}),
+    ]
+    missing = [runs["ar-none-nuisance0-s0"], runs["ar-none-tokens64-nuisance1-s0"], runs["masked-none-s0"]]
+    # 16 tokens: 300 s; 64 tokens: 900 s; the masked host has nothing done: the median of every run
+    assert results.estimated_seconds(missing, done) == 300.0 + 900.0 + 600.0
+    assert results.estimated_seconds(missing, []) is None
 
 
 def _fake_run(root: pathlib.Path, run, scores: dict, steps_per_sec: float) -> None:

@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 from importlib import metadata
 from typing import Any
@@ -183,3 +184,26 @@ def materialize(runs: list[Run], results: dict[str, dict[str, Any]], view_root: 
 def wall_seconds(result: dict[str, Any]) -> float:
     """The runner-measured wall time of a result's run (all its subprocesses)."""
     return float(sum(result["timing"]["process_s"].values()))
+
+
+def _cost_class(run: Run) -> tuple[str, str]:
+    """What a run's wall time depends on most, besides the budget: its host and its token count."""
+    args = dict(part.split("=", 1) for part in run.config_arg.split(",") if "=" in part)
+    return run.host, args.get("tokens", "")
+
+
+def estimated_seconds(missing: list[Run], done: list[tuple[Run, dict[str, Any]]]) -> float | None:
+    """Wall time the `missing` runs should take, each estimated by the median wall time of the `done`
+    runs (with their results, of the same study) of its host and token count, else of its host, else of
+    all; None when nothing is done to estimate from."""
+    if not done:
+        return None
+    by_class: dict[tuple[str, str], list[float]] = {}
+    by_host: dict[str, list[float]] = {}
+    for run, result in done:
+        by_class.setdefault(_cost_class(run), []).append(wall_seconds(result))
+        by_host.setdefault(run.host, []).append(wall_seconds(result))
+    every = [seconds for values in by_host.values() for seconds in values]
+    return sum(
+        statistics.median(by_class.get(_cost_class(run)) or by_host.get(run.host) or every) for run in missing
+    )
