@@ -265,6 +265,13 @@ def test_slices_follow_the_issue_order_and_run_seed_major():
         headline = protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
         assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
         assert {r.host for r in headline} == {host}
+    headlines = [
+        r
+        for name in ("ar_headline", "continuous_headline", "masked_headline")
+        for r in protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
+    ]
+    main_table = protocol.plan_slice(protocol.slice_by_name("main_table"), protocol.BUDGETS["tiny"])
+    assert protocol.SLICES[-1].name == "main_table" and sorted(main_table, key=str) == sorted(headlines, key=str)
     runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
     assert len(runs) == 15 * 3 and [r.seed for r in runs[:15]] == [0] * 15 and runs[15].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)

@@ -209,6 +209,8 @@ SLICES: tuple[Slice, ...] = (
     Slice("continuous_capacity", "capacity", ("continuous",)),
     Slice("masked_capacity", "capacity", ("masked",)),
     Slice("main", "main", HOSTS),
+    # the three headline slices as one table: the main table at a budget (its runs are all theirs)
+    Slice("main_table", "controls", HOSTS, labels=HEADLINE_LABELS),
 )
 
 
