@@ -158,9 +158,9 @@ def collect_run(run: Run, root: pathlib.Path) -> dict[str, Any]:
     }
     eval_path = runner.eval_metrics_path(workdir, run.steps)
     if eval_path.exists():
-        scores = json.loads(eval_path.read_text())
+        scores = json.loads(eval_path.read_text())  # null: undefined (e.g. the nuisance's at nuisance 0)
         record["metrics"].update(
-            {m.key: scores[m.key] for m in METRICS if m.source == "eval" and m.key in scores}
+            {m.key: scores[m.key] for m in METRICS if m.source == "eval" and scores.get(m.key) is not None}
         )
     if all(k in record["metrics"] for k in CHOICE_TERMS):
         record["metrics"][CHOICE_SCORE] = sum(record["metrics"][k] for k in CHOICE_TERMS)
