@@ -83,6 +83,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--max_minutes", type=float, default=None, help="Start no run after this many minutes.")
     add("--max_runs", type=int, default=None, help="Run at most this many missing runs.")
     add("--dry_run", action="store_true", help="Print the commands of the missing runs; run nothing.")
+    add("--commit", action="store_true", help="git-commit each new result file as soon as it is written.")
     add("--aggregate_only", action="store_true", help="Only aggregate and plot the selection's results.")
     add("--status", action="store_true", help="Print what is done and what remains, per slice; run nothing.")
     return parser.parse_args(argv)
@@ -217,6 +218,7 @@ def _execute(
         dry_run=args.dry_run,
         deadline=deadline,
         python=PYTHON,
+        commit=args.commit,
     )
     return [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
 

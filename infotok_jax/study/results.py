@@ -181,6 +181,17 @@ def materialize(runs: list[Run], results: dict[str, dict[str, Any]], view_root: 
     return view_root
 
 
+def commit_result(path: pathlib.Path, message: str) -> str | None:
+    """Commits the result file `path` alone (other staged changes stay staged) in the git repository that
+    holds it; returns git's complaint, or None on success."""
+    path = pathlib.Path(path).absolute()
+    for command in (["add", "--", path.name], ["commit", "-q", "-m", message, "--", path.name]):
+        done = subprocess.run(["git", *command], cwd=path.parent, capture_output=True, text=True)
+        if done.returncode != 0:
+            return (done.stderr or done.stdout).strip() or f"git {command[0]} exited {done.returncode}"
+    return None
+
+
 def wall_seconds(result: dict[str, Any]) -> float:
     """The runner-measured wall time of a result's run (all its subprocesses)."""
     return float(sum(result["timing"]["process_s"].values()))

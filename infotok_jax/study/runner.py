@@ -80,13 +80,16 @@ def execute(
     deadline: float | None = None,
     python: str = sys.executable,
     say: Callable[[str], None] = print,
+    commit: bool = False,
 ) -> dict[str, str]:
     """Trains, evaluates and records every run without a result file; returns {run name: outcome}.
 
     Outcomes: "skipped" (result file exists), "done", "failed: train rc=N" / "failed: eval rc=N" /
     "failed: overtrained", "planned" under `dry_run` (commands printed, nothing run or written), or
     "deferred" for runs not started because `time.monotonic()` had passed `deadline` (a started run is
-    never cut).
+    never cut). With `commit`, each new result file is committed on its own as it is written
+    ("Study: <study>/<run name>"), so a session that ends abruptly loses no finished run; a failed commit
+    is reported and the study goes on.
     Logs go to `<workdir>/train.log` and `<workdir>/eval.log`. Raises ResultMismatchError when a result
     file of a run's name was made with another config.
     """
@@ -113,6 +116,9 @@ def execute(
         outcomes[run.name] = outcome = _execute_one(run, root, study, results_dir, env, python)
         if outcome == "done":
             say(f"{tag}: done in {time.perf_counter() - run_start:.0f} s")
+            complaint = commit and results_lib.commit_result(result_file, f"Study: {study}/{run.name}")
+            if complaint:
+                say(f"{tag}: result not committed ({complaint}); commit {result_file} by hand")
         else:
             say(f"{tag}: FAILED ({outcome[len('failed: ') :]})" + _log_hint(outcome, workdir))
     deferred = sum(o == "deferred" for o in outcomes.values())

@@ -1,0 +1,42 @@
+"""`run_study.py --commit`: each new result file is committed alone as soon as it is written."""
+
+import subprocess
+
+from infotok_jax.study import protocol, runner
+from tests.test_study import fake_python  # noqa: F401 (a fixture)
+
+
+def _git(repo, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def test_each_new_result_is_committed_alone_and_staged_work_stays_staged(tmp_path, fake_python):  # noqa: F811
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "study@example.com")
+    _git(repo, "config", "user.name", "study")
+    (repo / "notes.txt").write_text("work in progress\n")
+    _git(repo, "add", "notes.txt")
+    runs = protocol.plan("main", ["ar"], ["none", "hsic"], [0], 2, "tiny")  # the fake binaries train 2 steps
+    said = []
+    outcomes = runner.execute(
+        runs, tmp_path / "root", study="t", results_dir=repo / "res", python=str(fake_python),
+        say=said.append, commit=True,
+    )  # fmt: skip
+    assert set(outcomes.values()) == {"done"}
+    assert _git(repo, "log", "--format=%s").split("\n")[:-1] == ["Study: t/ar-hsic-s0", "Study: t/ar-none-s0"]
+    assert _git(repo, "show", "--name-only", "--format=", "HEAD").split() == ["res/t/ar-hsic-s0.json"]
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["notes.txt"]
+    assert not any("not committed" in line for line in said)
+
+
+def test_a_result_outside_a_repository_is_kept_and_reported(tmp_path, fake_python):  # noqa: F811
+    runs = protocol.plan("main", ["ar"], ["none"], [0], 2, "tiny")  # the fake binaries train 2 steps
+    said = []
+    outcomes = runner.execute(
+        runs, tmp_path / "root", study="t", results_dir=tmp_path / "res", python=str(fake_python),
+        say=said.append, commit=True,
+    )  # fmt: skip
+    assert outcomes == {"ar-none-s0": "done"} and (tmp_path / "res" / "t" / "ar-none-s0.json").exists()
+    assert "result not committed" in said[-1] and "commit" in said[-1]
