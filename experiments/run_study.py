@@ -1,7 +1,7 @@
 r"""The InfoTok study: runs in priority order, one committed result file per finished run, tables from those.
 
     python experiments/run_study.py --status                                  # done / remaining, per slice
-    python experiments/run_study.py --next --max_minutes=120                  # next missing runs, in order
+    python experiments/run_study.py --next --max_minutes=120 --commit         # next missing runs, in order
     python experiments/run_study.py --slice=ar_controls                       # one slice of the priority list
     python experiments/run_study.py --sweep=beta --hosts=ar --arms=hsic --seeds=0     # any sweep, ad hoc
     python experiments/run_study.py --slice=ar_controls --aggregate_only      # tables and plots from results
@@ -11,8 +11,8 @@ r"""The InfoTok study: runs in priority order, one committed result file per fin
 `--study` names a budget (protocol.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
 cpu1200; cpu2400; tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`,
 written after every finished run (config, metrics, wall time split, git commit, machine). A run with a
-result file is skipped, on any machine; commit the files and the next session continues where this one
-stopped.
+result file is skipped, on any machine; commit the files (`--commit` does, one by one) and the next
+session continues where this one stopped; `--max_minutes` starts no run expected to end after it.
 Every run is `python -m infotok_jax.train --config=experiments/configs/host.py:host=H,arm=A,seed=S,...
 --workdir=<root>/runs/<name> [--config.<field>=<value>]` then `python -m infotok_jax.evaluate` with the
 same config, each its own subprocess (a failing run is reported and the study goes on; exit status 1 if
@@ -80,7 +80,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--hosts", default=",".join(protocol.HOSTS), help="With --sweep: comma-separated hosts.")
     add("--arms", default=",".join(protocol.ARMS), help="With --sweep: arms (intersected with the sweep's).")
     add("--seeds", default="0,1,2", help="With --sweep: comma-separated seeds (the protocol uses >= 3).")
-    add("--max_minutes", type=float, default=None, help="Start no run after this many minutes.")
+    add(
+        "--max_minutes",
+        type=float,
+        default=None,
+        help="Start no run expected to end after this many minutes (by the median wall time of the study's "
+        "done runs of its host and token count); the rest wait for the next session.",
+    )
     add("--max_runs", type=int, default=None, help="Run at most this many missing runs.")
     add("--dry_run", action="store_true", help="Print the commands of the missing runs; run nothing.")
     add("--commit", action="store_true", help="git-commit each new result file as soon as it is written.")
@@ -138,7 +144,7 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         "| next missing run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    measured = [(unique[name], result) for name, result in done.items()]
+    measured = list(done.values())
     for i, (name, sweep, runs) in enumerate(groups, 1):
         found = results_lib.load_results(args.results_dir, args.study, runs)
         minutes = sum(results_lib.wall_seconds(r) for r in found.values()) / 60
@@ -219,6 +225,9 @@ def _execute(
         deadline=deadline,
         python=PYTHON,
         commit=args.commit,
+        expected_seconds=lambda run: results_lib.estimated_seconds(
+            [run], results_lib.study_results(args.results_dir, study)
+        ),
     )
     return [n for n, outcome in outcomes.items() if outcome.startswith("failed")]
 

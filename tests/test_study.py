@@ -271,7 +271,9 @@ def test_slices_follow_the_issue_order_and_run_seed_major():
         for r in protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
     ]
     main_table = protocol.plan_slice(protocol.slice_by_name("main_table"), protocol.BUDGETS["tiny"])
-    assert protocol.SLICES[-1].name == "main_table" and sorted(main_table, key=str) == sorted(headlines, key=str)
+    assert protocol.SLICES[-1].name == "main_table" and sorted(main_table, key=str) == sorted(
+        headlines, key=str
+    )
     runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
     assert len(runs) == 15 * 3 and [r.seed for r in runs[:15]] == [0] * 15 and runs[15].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
@@ -453,8 +455,8 @@ def test_remaining_time_is_estimated_from_done_runs_of_the_same_host_and_token_c
 
     runs = {r.name: r for r in protocol.plan("capacity", ["ar", "masked"], ["none"], [0], 600, "")}
     done = [
-        (runs["ar-none-s0"], {"timing": {"process_s": {"train": 250.0, "eval": 50.0}}}),
-        (runs["ar-none-tokens64-s0"], {"timing": {"process_s": {"train": 900.0}}}),
+        {"run": runs["ar-none-s0"].manifest(), "timing": {"process_s": {"train": 250.0, "eval": 50.0}}},
+        {"run": runs["ar-none-tokens64-s0"].manifest(), "timing": {"process_s": {"train": 900.0}}},
     ]
     missing = [runs["ar-none-nuisance0-s0"], runs["ar-none-tokens64-nuisance1-s0"], runs["masked-none-s0"]]
     # 16 tokens: 300 s; 64 tokens: 900 s; the masked host has nothing done: the median of every run

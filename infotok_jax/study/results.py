@@ -197,24 +197,31 @@ def wall_seconds(result: dict[str, Any]) -> float:
     return float(sum(result["timing"]["process_s"].values()))
 
 
-def _cost_class(run: Run) -> tuple[str, str]:
+def _cost_class(host: str, config_arg: str) -> tuple[str, str]:
     """What a run's wall time depends on most, besides the budget: its host and its token count."""
-    args = dict(part.split("=", 1) for part in run.config_arg.split(",") if "=" in part)
-    return run.host, args.get("tokens", "")
+    args = dict(part.split("=", 1) for part in config_arg.split(",") if "=" in part)
+    return host, args.get("tokens", "")
 
 
-def estimated_seconds(missing: list[Run], done: list[tuple[Run, dict[str, Any]]]) -> float | None:
+def study_results(results_dir: pathlib.Path, study: str) -> list[dict[str, Any]]:
+    """Every result file of `study`, read without checking it against a plan (for estimates only)."""
+    return [json.loads(p.read_text()) for p in sorted((pathlib.Path(results_dir) / study).glob("*.json"))]
+
+
+def estimated_seconds(missing: list[Run], done: list[dict[str, Any]]) -> float | None:
     """Wall time the `missing` runs should take, each estimated by the median wall time of the `done`
-    runs (with their results, of the same study) of its host and token count, else of its host, else of
-    all; None when nothing is done to estimate from."""
+    results (of the same study) of its host and token count, else of its host, else of all; None when
+    nothing is done to estimate from."""
     if not done:
         return None
     by_class: dict[tuple[str, str], list[float]] = {}
     by_host: dict[str, list[float]] = {}
-    for run, result in done:
-        by_class.setdefault(_cost_class(run), []).append(wall_seconds(result))
-        by_host.setdefault(run.host, []).append(wall_seconds(result))
+    for result in done:
+        host = result["run"]["host"]
+        by_class.setdefault(_cost_class(host, result["run"]["config_arg"]), []).append(wall_seconds(result))
+        by_host.setdefault(host, []).append(wall_seconds(result))
     every = [seconds for values in by_host.values() for seconds in values]
     return sum(
-        statistics.median(by_class.get(_cost_class(run)) or by_host.get(run.host) or every) for run in missing
+        statistics.median(by_class.get(_cost_class(r.host, r.config_arg)) or by_host.get(r.host) or every)
+        for r in missing
     )

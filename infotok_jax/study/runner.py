@@ -81,21 +81,25 @@ def execute(
     python: str = sys.executable,
     say: Callable[[str], None] = print,
     commit: bool = False,
+    expected_seconds: Callable[[Run], float | None] | None = None,
 ) -> dict[str, str]:
     """Trains, evaluates and records every run without a result file; returns {run name: outcome}.
 
     Outcomes: "skipped" (result file exists), "done", "failed: train rc=N" / "failed: eval rc=N" /
     "failed: overtrained", "planned" under `dry_run` (commands printed, nothing run or written), or
-    "deferred" for runs not started because `time.monotonic()` had passed `deadline` (a started run is
-    never cut). With `commit`, each new result file is committed on its own as it is written
-    ("Study: <study>/<run name>"), so a session that ends abruptly loses no finished run; a failed commit
-    is reported and the study goes on.
+    "deferred" for runs not started because `time.monotonic()` had passed `deadline`, or would have by the
+    run's end by `expected_seconds(run)` (None: no estimate); from the first deferred run on, every later
+    run is deferred too, so the runs done keep the plan's order. A started run is never cut.
+    With `commit`, each new result file is committed on its own as it is written ("Study: <study>/<run
+    name>"), so a session that ends abruptly loses no finished run; a failed commit is reported and the
+    study goes on.
     Logs go to `<workdir>/train.log` and `<workdir>/eval.log`. Raises ResultMismatchError when a result
     file of a run's name was made with another config.
     """
     root = pathlib.Path(root)
     outcomes: dict[str, str] = {}
     env = subprocess_env(root)
+    deferring = False
     for i, run in enumerate(runs, 1):
         workdir, tag = run.workdir(root), f"[{i}/{len(runs)}] {run.name}"
         result_file = results_lib.result_path(results_dir, study, run)
@@ -109,7 +113,9 @@ def execute(
             say(f"{tag}\n  {shlex.join(train)}\n  {shlex.join(evaluate)}")
             outcomes[run.name] = "planned"
             continue
-        if deadline is not None and time.monotonic() > deadline:
+        expected = (expected_seconds(run) if expected_seconds else None) or 0.0
+        if deadline is not None and (deferring or time.monotonic() + expected > deadline):
+            deferring = True
             outcomes[run.name] = "deferred"
             continue
         run_start = time.perf_counter()

@@ -1,6 +1,8 @@
-"""`run_study.py --commit`: each new result file is committed alone as soon as it is written."""
+"""A study session: `--commit` commits each new result file alone as soon as it is written, and
+`--max_minutes` starts no run expected to end after the deadline."""
 
 import subprocess
+import time
 
 from infotok_jax.study import protocol, runner
 from tests.test_study import fake_python  # noqa: F401 (a fixture)
@@ -40,3 +42,16 @@ def test_a_result_outside_a_repository_is_kept_and_reported(tmp_path, fake_pytho
     )  # fmt: skip
     assert outcomes == {"ar-none-s0": "done"} and (tmp_path / "res" / "t" / "ar-none-s0.json").exists()
     assert "result not committed" in said[-1] and "commit" in said[-1]
+
+
+def test_a_run_expected_to_end_after_the_deadline_waits_and_so_do_the_later_ones(tmp_path, fake_python):  # noqa: F811
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1, 2], 2, "tiny")
+    expected = {runs[0].name: 1.0, runs[1].name: 1000.0, runs[2].name: None}  # run 2: no estimate
+    said = []
+    outcomes = runner.execute(
+        runs, tmp_path / "root", study="t", results_dir=tmp_path / "res", python=str(fake_python),
+        say=said.append, deadline=time.monotonic() + 100, expected_seconds=lambda run: expected[run.name],
+    )  # fmt: skip
+    # run 1 would end after the deadline; run 2 would fit, but runs keep the plan's order
+    assert list(outcomes.values()) == ["done", "deferred", "deferred"]
+    assert "2 run(s) deferred" in said[-1]
