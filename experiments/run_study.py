@@ -8,7 +8,7 @@ r"""The InfoTok study: runs in priority order, one committed result file per fin
     python experiments/run_study.py --study=smoke --steps=2 --extra=tiny --hosts=ar --seeds=0 --dry_run
     python experiments/run_study.py --curve --max_minutes=120                 # baselines' learning curve
 
-`--study` names a budget (protocol.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
+`--study` names a budget (slices.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
 cpu1200; cpu2400; tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`,
 written after every finished run (config, metrics, wall time split, git commit, machine). A run with a
 result file is skipped, on any machine; commit the files (`--commit` does, one by one) and the next
@@ -18,7 +18,7 @@ Every run is `python -m infotok_jax.train --config=experiments/configs/host.py:h
 same config, each its own subprocess (a failing run is reported and the study goes on; exit status 1 if
 any failed). Afterwards (or alone, with --aggregate_only) the selection is aggregated from the result
 files alone into <root>/study/<slice or sweep>/ (table.md, results.json, plots).
-Sweeps are protocol.SWEEPS (`--help` lists them); slices, in priority order, protocol.SLICES (`--status`
+Sweeps are protocol.SWEEPS (`--help` lists them); slices, in priority order, slices.SLICES (`--status`
 lists them).
 `--curve` runs every host's baseline under each budget of `budget_curve.CURVE_BUDGETS` (results in each
 budget's folder) and writes the learning curve and the budget it picks to <root>/budget_curve/.
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from infotok_jax.study import aggregate, budget_curve, capacity, plots, protocol, runner, tables  # noqa: E402
+from infotok_jax.study import aggregate, budget_curve, capacity, plots, protocol, runner, slices, tables  # noqa: E402
 from infotok_jax.study import results as results_lib  # noqa: E402
 
 PYTHON = sys.executable  # the interpreter of the runs' subprocesses
@@ -60,7 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--study",
         default="cpu600",
-        help=f"Budget and results folder name (presets: {', '.join(protocol.BUDGETS)}).",
+        help=f"Budget and results folder name (presets: {', '.join(slices.BUDGETS)}).",
     )
     add(
         "--root",
@@ -95,16 +95,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def budget_of(args: argparse.Namespace) -> protocol.Budget:
+def budget_of(args: argparse.Namespace) -> slices.Budget:
     """The study's budget with --steps / --extra applied; ValueError for an unknown study without them."""
-    preset = protocol.BUDGETS.get(args.study)
+    preset = slices.BUDGETS.get(args.study)
     if preset is None and args.steps is None:
         raise ValueError(
-            f"--study={args.study!r} is not a preset ({', '.join(protocol.BUDGETS)}): give --steps (and "
+            f"--study={args.study!r} is not a preset ({', '.join(slices.BUDGETS)}): give --steps (and "
             "--extra) to define its budget"
         )
     if preset is None:
-        return protocol.Budget(args.steps, args.extra or "", "ad hoc")
+        return slices.Budget(args.steps, args.extra or "", "ad hoc")
     if args.steps not in (None, preset.steps) or args.extra not in (None, preset.extra):
         raise ValueError(
             f"--steps/--extra change the budget of the preset study {args.study!r} (steps={preset.steps}, "
@@ -113,12 +113,12 @@ def budget_of(args: argparse.Namespace) -> protocol.Budget:
     return preset
 
 
-def selection(args: argparse.Namespace, budget: protocol.Budget) -> list[tuple[str, str, list[protocol.Run]]]:
+def selection(args: argparse.Namespace, budget: slices.Budget) -> list[tuple[str, str, list[protocol.Run]]]:
     """[(name, sweep, runs)]: the slices (--next, --slice, --status) or the ad-hoc sweep (default main)."""
     if args.next or args.status:
-        slices = protocol.SLICES
+        chosen = slices.SLICES
     elif args.slice:
-        slices = (protocol.slice_by_name(args.slice),)
+        chosen = (slices.slice_by_name(args.slice),)
     else:
         sweep = args.sweep or "main"
         seeds = [int(s) for s in _csv(args.seeds)]
@@ -126,7 +126,7 @@ def selection(args: argparse.Namespace, budget: protocol.Budget) -> list[tuple[s
         if not runs:
             raise ValueError(f"--sweep={sweep} has no runs for --arms={args.arms}")
         return [(sweep, sweep, runs)]
-    return [(s.name, s.sweep, protocol.plan_slice(s, budget)) for s in slices]
+    return [(s.name, s.sweep, slices.plan_slice(s, budget)) for s in chosen]
 
 
 def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[protocol.Run]]]) -> str:

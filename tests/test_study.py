@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from infotok_jax.study import aggregate, protocol, tables
+from infotok_jax.study import aggregate, protocol, slices, tables
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 STUDY = [sys.executable, str(REPO / "experiments" / "run_study.py")]
@@ -250,10 +250,10 @@ def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order()
 
 
 def test_slices_follow_the_issue_order_and_run_seed_major():
-    names = [s.name for s in protocol.SLICES][:7]
+    names = [s.name for s in slices.SLICES][:7]
     assert names[:3] == ["ar_headline", "ar_controls", "lm_gradient"]
     assert names[3:] == ["continuous_headline", "masked_headline", "continuous_controls", "masked_controls"]
-    lm_gradient = protocol.plan_slice(protocol.slice_by_name("lm_gradient"), protocol.BUDGETS["tiny"])
+    lm_gradient = slices.plan_slice(slices.slice_by_name("lm_gradient"), slices.BUDGETS["tiny"])
     assert [r.name for r in lm_gradient[:4]] == [
         "masked-none-s0",
         "masked-none-lmgrad0-s0",
@@ -262,23 +262,23 @@ def test_slices_follow_the_issue_order_and_run_seed_major():
     ]
     assert len(lm_gradient) == 24 and {r.host for r in lm_gradient} == {"masked", "continuous"}
     for name, host in (("ar_headline", "ar"), ("masked_headline", "masked")):
-        headline = protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
-        assert [r.value for r in headline[:4]] == list(protocol.HEADLINE_LABELS) and len(headline) == 12
+        headline = slices.plan_slice(slices.slice_by_name(name), slices.BUDGETS["tiny"])
+        assert [r.value for r in headline[:4]] == list(slices.HEADLINE_LABELS) and len(headline) == 12
         assert {r.host for r in headline} == {host}
     headlines = [
         r
         for name in ("ar_headline", "continuous_headline", "masked_headline")
-        for r in protocol.plan_slice(protocol.slice_by_name(name), protocol.BUDGETS["tiny"])
+        for r in slices.plan_slice(slices.slice_by_name(name), slices.BUDGETS["tiny"])
     ]
-    main_table = protocol.plan_slice(protocol.slice_by_name("main_table"), protocol.BUDGETS["tiny"])
-    assert protocol.SLICES[-1].name == "main_table" and sorted(main_table, key=str) == sorted(
+    main_table = slices.plan_slice(slices.slice_by_name("main_table"), slices.BUDGETS["tiny"])
+    assert slices.SLICES[-1].name == "main_table" and sorted(main_table, key=str) == sorted(
         headlines, key=str
     )
-    runs = protocol.plan_slice(protocol.slice_by_name("ar_controls"), protocol.BUDGETS["tiny"])
+    runs = slices.plan_slice(slices.slice_by_name("ar_controls"), slices.BUDGETS["tiny"])
     assert len(runs) == 15 * 3 and [r.seed for r in runs[:15]] == [0] * 15 and runs[15].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
     with pytest.raises(ValueError, match="--slice"):
-        protocol.slice_by_name("everything")
+        slices.slice_by_name("everything")
 
 
 FAKE_PYTHON = r'''#!{python}
@@ -424,7 +424,7 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     flags = [f"--root={tmp_path / 'root'}", f"--results_dir={tmp_path / 'res'}", "--study=tiny"]
     assert cli.main([*flags, "--next", "--max_runs=3"]) == 0
     names = sorted(p.stem for p in (tmp_path / "res" / "tiny").glob("*.json"))
-    first = [r.name for r in protocol.plan_slice(protocol.SLICES[0], protocol.BUDGETS["tiny"])[:3]]
+    first = [r.name for r in slices.plan_slice(slices.SLICES[0], slices.BUDGETS["tiny"])[:3]]
     assert names == sorted(first)  # the 3 first runs of the first slice, nothing else
     out = tmp_path / "root" / "study" / "ar_headline" / "table.md"
     assert (out.parent / "variants.png").read_bytes()[:4] == b"\x89PNG"  # a categorical sweep: bars
@@ -517,7 +517,7 @@ def test_paired_differences_use_the_same_seed_and_a_t_interval(tmp_path):
 def test_ib_arms_are_also_paired_with_the_supervised_control_and_hsic_with_vib(tmp_path):
     arms = ["none", "supervised", "hsic", "vib"]
     runs = protocol.plan("controls", ["ar"], arms, [0, 1], steps=None, extra="tiny")
-    runs = [r for r in runs if r.value in protocol.HEADLINE_LABELS]
+    runs = [r for r in runs if r.value in slices.HEADLINE_LABELS]
     acc = "test/understanding/accuracy"
     offsets = {"none": 0.0, "supervised": 0.20, "hsic": 0.21, "vib": 0.22}  # hsic: +0.01 over the control
     for run in runs:

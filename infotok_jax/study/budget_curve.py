@@ -22,7 +22,7 @@ from typing import Any
 
 from scipy import stats as scipy_stats
 
-from infotok_jax.study import protocol
+from infotok_jax.study import protocol, slices
 from infotok_jax.study import results as results_lib
 from infotok_jax.study.aggregate import CONFIDENCE
 from infotok_jax.study.aggregate import REPORT_SPLIT as SPLIT
@@ -40,7 +40,7 @@ def plan(
     seeds = CURVE_SEEDS if seeds is None else seeds
     planned = []
     for name in CURVE_BUDGETS if budgets is None else budgets:
-        budget = protocol.BUDGETS[name]
+        budget = slices.BUDGETS[name]
         runs = protocol.plan("main", protocol.HOSTS, ("none",), seeds, budget.steps, budget.extra)
         planned += [(name, run) for run in runs]
     return planned
@@ -145,7 +145,7 @@ def markdown(curve: Sequence[dict[str, Any]], planned: Sequence[tuple[str, proto
     chosen = chosen_budget(curve, planned)
     lines += ["", f"Missing: {', '.join(missing) if missing else 'none'}."]
     if chosen:
-        lines.append(f"Chosen budget: `{chosen}` ({protocol.BUDGETS[chosen].description}).")
+        lines.append(f"Chosen budget: `{chosen}` ({slices.BUDGETS[chosen].description}).")
     else:
         lines.append("Chosen budget: none yet (no budget has every host's baseline above its floor).")
     return "\n".join(lines) + "\n"

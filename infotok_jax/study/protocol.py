@@ -1,4 +1,5 @@
-"""The study protocol as data: arms and their variants, sweeps, budgets, and the priority order of slices.
+"""The study protocol as data: arms and their variants, sweeps, and the runs they plan (budgets and
+the priority order of slices: `study/slices.py`).
 
 A run is one (host, variant, seed) of `experiments/configs/host.py` under one budget. A variant is an arm
 plus settings: config arguments of host.py (`tokens=64`, `nuisance=1.0`) and `--config.<field>=<value>`
@@ -154,64 +155,6 @@ SWEEPS: dict[str, Sweep] = {
         ),
     )
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """A study's training budget: config arguments every run gets. Results of different budgets are
-    kept apart (one results folder per study name)."""
-
-    steps: int
-    extra: str
-    description: str
-
-
-BUDGETS: dict[str, Budget] = {
-    # eval_every=steps: the in-training evaluation runs once, at the end (its scores are the ones kept).
-    "cpu600": Budget(600, "batch=32,eval_every=600", "CPU scale: 600 steps at batch 32"),
-    "cpu1200": Budget(1200, "batch=32,eval_every=1200", "CPU scale: 1200 steps at batch 32"),
-    "cpu2400": Budget(2400, "batch=32,eval_every=2400", "CPU scale: 2400 steps at batch 32"),
-    "tiny": Budget(2, "tiny", "smoke test: tiny models, 2 steps"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Slice:
-    """A unit of work in priority order: one sweep on some hosts over seeds (`labels`: only the sweep's
-    variants with these labels; empty keeps them all)."""
-
-    name: str
-    sweep: str
-    hosts: tuple[str, ...]
-    seeds: tuple[int, ...] = (0, 1, 2)
-    labels: tuple[str, ...] = ()
-
-
-HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
-LM_GRADIENT_LABELS = ("baseline", "baseline, LM gradient flipped", "hsic: full", "hsic: LM gradient flipped")
-# The issue's order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
-# their paired intervals come early); the masked and continuous hosts' LM-gradient settings, chosen on
-# validation as on AR (the baseline's, and the HSIC arm's, which sets the host default the other arms run
-# with) before those hosts enter any table or the budget curve; the same controls on continuous and
-# masked (their headline rows first: with the AR ones they are the main table, baseline vs the IB arms vs
-# the supervised control on all three hosts); then the capacity sweep, then the main sweep. At a budget
-# other than the one the controls ran at, the headline slices are the main table of that budget
-# (docs/study.md).
-SLICES: tuple[Slice, ...] = (
-    Slice("ar_headline", "controls", ("ar",), labels=HEADLINE_LABELS),
-    Slice("ar_controls", "controls", ("ar",)),
-    Slice("lm_gradient", "controls", ("masked", "continuous"), labels=LM_GRADIENT_LABELS),
-    Slice("continuous_headline", "controls", ("continuous",), labels=HEADLINE_LABELS),
-    Slice("masked_headline", "controls", ("masked",), labels=HEADLINE_LABELS),
-    Slice("continuous_controls", "controls", ("continuous",)),
-    Slice("masked_controls", "controls", ("masked",)),
-    Slice("ar_capacity", "capacity", ("ar",)),
-    Slice("continuous_capacity", "capacity", ("continuous",)),
-    Slice("masked_capacity", "capacity", ("masked",)),
-    Slice("main", "main", HOSTS),
-    # the three headline slices as one table: the main table at a budget (its runs are all theirs)
-    Slice("main_table", "controls", HOSTS, labels=HEADLINE_LABELS),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,19 +338,3 @@ def _arg_rank(item: tuple[str, Any]) -> int:
 def _field_rank(item: tuple[str, Any]) -> tuple[int, str]:
     order = list(FIELD_SHORT)
     return (order.index(item[0]) if item[0] in order else len(order), item[0])
-
-
-def plan_slice(slice_: Slice, budget: Budget) -> list[Run]:
-    """The runs of one slice under `budget`, seed-major (every variant of seed 0 first, so a slice cut
-    short still holds complete paired sets of seeds)."""
-    runs = plan(slice_.sweep, slice_.hosts, ARMS, slice_.seeds, budget.steps, budget.extra)
-    if slice_.labels:
-        runs = [r for r in runs if r.value in slice_.labels]
-    return sorted(runs, key=lambda r: slice_.seeds.index(r.seed))
-
-
-def slice_by_name(name: str) -> Slice:
-    for s in SLICES:
-        if s.name == name:
-            return s
-    raise ValueError(f"--slice={name!r} is unknown; choose one of {', '.join(s.name for s in SLICES)}")
