@@ -7,6 +7,8 @@ the `gcs` extra: `pip install 'infotok-jax[gcs]'`). Two things differ on a bucke
 - Renames are copies, and there are no partial objects: an upload becomes visible whole or not at all.
   So `write_text_atomic` writes through a temporary file and a rename on disk, and uploads directly to
   a bucket.
+- Create-if-absent is `O_CREAT | O_EXCL` on disk and an upload with the precondition "no live
+  generation" (`ifGenerationMatch=0`, fsspec's `mode="create"`) on a bucket: `create_exclusive`.
 - Relative paths exist only on disk: orbax needs absolute local paths, and a gs:// path must never go
   through `os.path.abspath` or `pathlib` (which turn `gs://b/run` into a local `./gs:/b/run`).
 """
@@ -61,3 +63,27 @@ def write_text_atomic(path: epath.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def create_exclusive(path: epath.PathLike, text: str) -> bool:
+    """Creates `path` holding `text` only if it does not exist; returns whether this call created it.
+
+    Atomic against concurrent creators on disk and on gs:// (the bucket refuses the second upload); on
+    other fsspec filesystems it is as good as their `pipe_file(mode="create")`.
+    """
+    if is_remote(path):
+        import fsspec  # installed with gcsfs (the `gcs` extra), as every remote path needs
+
+        uri = os.fspath(path)
+        try:
+            fsspec.filesystem(uri.split("://", 1)[0]).pipe_file(uri, text.encode(), mode="create")
+        except FileExistsError:
+            return False
+        return True
+    try:
+        fd = os.open(os.fspath(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True

@@ -149,6 +149,32 @@ def test_epath_modules_write_to_the_bucket(emulator, monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "emulator_root"]  # no ./gs:/ folder
 
 
+def test_exclusive_create_and_the_workdir_lock_hold_on_the_bucket(emulator, monkeypatch):
+    """Of 8 creators racing for one object exactly one wins (the bucket's precondition, not a check
+    then a write); a lock held in a gs:// workdir refuses a second run and is removed on release."""
+    for key, value in emulator.env().items():
+        monkeypatch.setenv(key, value)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from infotok_jax import storage
+    from infotok_jax.training import workdir_lock
+
+    target = f"gs://{BUCKET}/race/object"
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: storage.create_exclusive(target, f"creator {i}"), range(8)))
+    assert sum(won) == 1, won
+    assert emulator.read(BUCKET, "race/object").decode() == f"creator {won.index(True)}"
+
+    workdir = f"gs://{BUCKET}/locked"
+    with workdir_lock.WorkdirLock(workdir):
+        assert emulator.objects(BUCKET, "locked/") == [f"locked/{workdir_lock.LOCK_FILE}"]
+        second = workdir_lock.WorkdirLock(workdir)
+        second.record = {**second.record, "host": "another-host"}  # a run on another machine
+        with pytest.raises(workdir_lock.WorkdirLockedError, match="train.lock"):
+            second.acquire()
+    assert emulator.objects(BUCKET, "locked/") == []
+
+
 @pytest.mark.slow
 def test_tiny_run_trains_is_killed_resumes_and_evaluates_in_the_bucket(emulator, tmp_path):
     data_dir = tmp_path / "tfds"

@@ -2,7 +2,7 @@
 
 Two trainings in one workdir race on the same checkpoint steps (each deletes the other's temporary
 save). The trainer therefore holds `<workdir>/LOCK_FILE` for its whole run: a JSON record of host, pid
-and start time, created with create-if-absent semantics on local disk (`O_CREAT | O_EXCL`) and removed
+and start time, created only if absent (`storage.create_exclusive`) and removed
 when the run ends, also on errors. Only process 0 of a multi-process run takes it.
 
 While it runs, the holder refreshes the record's `heartbeat` every `HEARTBEAT_SECONDS` from a
@@ -16,9 +16,8 @@ A lock without a heartbeat (written by an older version) on another host cannot 
 error names the holder and the file to delete (`rm <workdir>/train.lock`, or `gcloud storage rm
 gs://.../train.lock`) once that run is known to be gone.
 
-On gs:// there is no create-if-absent through epath, so the lock is best effort there: it is written
-when absent and read back, which catches a second run started seconds later but not two started within
-the same instant.
+On gs:// the record is created with the bucket's "only if absent" precondition, so of two runs started
+in the same instant exactly one gets the lock there too.
 """
 
 from __future__ import annotations
@@ -147,19 +146,7 @@ class WorkdirLock:
         self.release()
 
     def _try_create(self) -> bool:
-        text = json.dumps(self.record)
-        if storage.is_remote(self.path):
-            if self.path.exists():
-                return False
-            self.path.write_text(text)
-            return self._is_ours(self._read_holder())
-        try:
-            fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return True
+        return storage.create_exclusive(self.path, json.dumps(self.record))
 
     def _read_holder(self) -> dict | None:
         """The lock's record; None when it is absent or unreadable (e.g. cut by a crash mid-write)."""
