@@ -2,8 +2,8 @@
 
 Two trainings in one workdir race on the same checkpoint steps (each deletes the other's temporary
 save). The trainer therefore holds `<workdir>/LOCK_FILE` for its whole run: a JSON record of host, pid
-and start time, created only if absent (`storage.create_exclusive`) and removed
-when the run ends, also on errors. Only process 0 of a multi-process run takes it.
+and start time, created only if absent (`storage.create_exclusive`) and removed when the run ends, also
+on errors. Only process 0 of a multi-process run takes it.
 
 While it runs, the holder refreshes the record's `heartbeat` every `HEARTBEAT_SECONDS` from a
 background thread, independent of how long a step, a compilation or an evaluation takes. A lock left by a
