@@ -249,7 +249,7 @@ def test_capacity_grid_shares_its_default_point_and_names_args_in_config_order()
     )
 
 
-def test_slices_follow_the_issue_order_and_run_seed_major():
+def test_slices_follow_the_issue_order_and_run_their_first_variants_then_the_rest_seed_major():
     names = [s.name for s in slices.SLICES][:7]
     assert names[:3] == ["ar_headline", "ar_controls", "lm_gradient"]
     assert names[3:] == ["continuous_headline", "masked_headline", "continuous_controls", "masked_controls"]
@@ -277,5 +277,10 @@ def test_slices_follow_the_issue_order_and_run_seed_major():
     runs = slices.plan_slice(slices.slice_by_name("ar_controls"), slices.BUDGETS["tiny"])
     assert len(runs) == 15 * 3 and [r.seed for r in runs[:15]] == [0] * 15 and runs[15].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
+    capacity = slices.plan_slice(slices.slice_by_name("ar_capacity"), slices.BUDGETS["tiny"])
+    core = [r for r in capacity if r.value in slices.CAPACITY_FIRST]
+    assert len(capacity) == 54 and capacity[:36] == core  # 4 points x 3 arms x 3 seeds, then the rest
+    assert [r.seed for r in core[::12]] == [0, 1, 2] and [r.seed for r in capacity[36::6]] == [0, 1, 2]
+    assert {r.value for r in capacity[36:]} == {"tokens=64 nuisance=0", "tokens=64 nuisance=1"}
     with pytest.raises(ValueError, match="--slice"):
         slices.slice_by_name("everything")
