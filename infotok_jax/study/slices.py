@@ -34,17 +34,27 @@ BUDGETS: dict[str, Budget] = {
 @dataclasses.dataclass(frozen=True)
 class Slice:
     """A unit of work in priority order: one sweep on some hosts over seeds (`labels`: only the sweep's
-    variants with these labels; empty keeps them all)."""
+    variants with these labels; empty keeps them all; `first`: the variants whose runs, every seed, come
+    before the others')."""
 
     name: str
     sweep: str
     hosts: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
     labels: tuple[str, ...] = ()
+    first: tuple[str, ...] = ()
 
 
 HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
 LM_GRADIENT_LABELS = ("baseline", "baseline, LM gradient flipped", "hsic: full", "hsic: LM gradient flipped")
+# The points of the capacity claim's two main contrasts (study/capacity.py): the nuisance at the fewer
+# tokens, and fewer vs more tokens at the middle nuisance. The nuisance contrast at the larger token count
+# replicates the first with the costliest runs, so it comes last.
+_FEW_TOKENS, _MANY_TOKENS = min(protocol.CAPACITY_TOKENS), max(protocol.CAPACITY_TOKENS)
+CAPACITY_FIRST = (
+    *(protocol.capacity_label(_FEW_TOKENS, n) for n in protocol.CAPACITY_NUISANCE),
+    protocol.capacity_label(_MANY_TOKENS, protocol.CAPACITY_NUISANCE[1]),
+)
 # The issue's order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
 # their paired intervals come early); the masked and continuous hosts' LM-gradient settings, chosen on
 # validation as on AR (the baseline's, and the HSIC arm's, which sets the host default the other arms run
@@ -61,9 +71,9 @@ SLICES: tuple[Slice, ...] = (
     Slice("masked_headline", "controls", ("masked",), labels=HEADLINE_LABELS),
     Slice("continuous_controls", "controls", ("continuous",)),
     Slice("masked_controls", "controls", ("masked",)),
-    Slice("ar_capacity", "capacity", ("ar",)),
-    Slice("continuous_capacity", "capacity", ("continuous",)),
-    Slice("masked_capacity", "capacity", ("masked",)),
+    Slice("ar_capacity", "capacity", ("ar",), first=CAPACITY_FIRST),
+    Slice("continuous_capacity", "capacity", ("continuous",), first=CAPACITY_FIRST),
+    Slice("masked_capacity", "capacity", ("masked",), first=CAPACITY_FIRST),
     Slice("main", "main", protocol.HOSTS),
     # the three headline slices as one table: the main table at a budget (its runs are all theirs)
     Slice("main_table", "controls", protocol.HOSTS, labels=HEADLINE_LABELS),
@@ -71,12 +81,13 @@ SLICES: tuple[Slice, ...] = (
 
 
 def plan_slice(slice_: Slice, budget: Budget) -> list[protocol.Run]:
-    """The runs of one slice under `budget`, seed-major (every variant of seed 0 first, so a slice cut
-    short still holds complete paired sets of seeds)."""
+    """The runs of one slice under `budget`: those of its `first` variants, then the others, each part
+    seed-major (every variant of seed 0 first, so a slice cut short still holds complete paired sets of
+    seeds)."""
     runs = protocol.plan(slice_.sweep, slice_.hosts, protocol.ARMS, slice_.seeds, budget.steps, budget.extra)
     if slice_.labels:
         runs = [r for r in runs if r.value in slice_.labels]
-    return sorted(runs, key=lambda r: slice_.seeds.index(r.seed))
+    return sorted(runs, key=lambda r: (r.value not in slice_.first, slice_.seeds.index(r.seed)))
 
 
 def slice_by_name(name: str) -> Slice:
