@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from infotok_jax.study import aggregate, capacity, plots, protocol, tables
-from tests.test_study import _fake_run
+from tests.test_study_aggregate import _fake_run
 
 ACC = "test/understanding/accuracy"
 PROBE = "test/information/probe_r2_zn_flat"

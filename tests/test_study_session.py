@@ -5,7 +5,7 @@ import subprocess
 import time
 
 from infotok_jax.study import protocol, runner
-from tests.test_study import fake_python  # noqa: F401 (a fixture)
+from tests.test_study_runner import fake_python  # noqa: F401 (a fixture)
 
 
 def _git(repo, *args: str) -> str:
