@@ -86,6 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.evaluation.max_batches = 4  # batches per split and evaluator (512 examples)
     config.evaluation.seed = 0  # generation key
     config.evaluation.information_examples = 512  # examples of the information plane (encode_fn)
+    # also score the test split rendered at this nuisance strength (its metrics under
+    # `test_nuisance<level>/`): robustness to a nuisance shift; None: off
+    config.evaluation.shift_nuisance = ml_collections.config_dict.placeholder(float)
 
     if args["tiny"]:
         config.num_train_steps = min(config.num_train_steps, 4)

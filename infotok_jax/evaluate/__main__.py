@@ -1,7 +1,7 @@
 """Evaluation binary: `python -m infotok_jax.evaluate --config=experiments/configs/host.py:... --workdir=DIR`.
 
 Scores the latest checkpoint of a host run (understanding accuracy per question type, oracle-scored
-generation per attribute, reconstruction PSNR, each beside its floors and ceilings) on
+generation per attribute, reconstruction PSNR, each beside its floors and references) on
 `config.evaluation.splits`, prints the Markdown table and writes it with the JSON and the PNG grids to
 `DIR/eval/step_<N>/`, and appends the scores to `DIR/eval/metrics.jsonl` and to TensorBoard events in
 `DIR/eval/tensorboard/`. Runs as one process or, with --distributed, as every process of a multi-process job

@@ -124,8 +124,34 @@ def write_history(eval_dir: epath.Path, step: int, results: dict[str, Any]) -> d
     return {"history": str(eval_dir / "metrics.jsonl"), "tensorboard": str(eval_dir / "tensorboard")}
 
 
+SHIFT_SPLIT = "test"  # the split scored again at `config.evaluation.shift_nuisance`
+
+
+def shift_column(nuisance: float) -> str:
+    """The results column of the nuisance-shift evaluation: `test_nuisance1` for nuisance 1.0."""
+    return f"{SHIFT_SPLIT}_nuisance{float(nuisance):g}"
+
+
 def _evaluate(config, task, variables, mesh: Mesh, max_batches: int | None) -> dict[str, Any]:
-    model, data, ev = task.model, config.data, config.evaluation
+    """Scores `config.evaluation.splits`; with `evaluation.shift_nuisance` set, also the test split of the
+    same scenes rendered at that nuisance strength (the model trained at `data.nuisance`), as the column
+    `shift_column(level)`: what a nuisance shift costs each task."""
+    results = _evaluate_data(
+        config, config.data, tuple(config.evaluation.splits), task, variables, mesh, max_batches
+    )
+    shift = config.evaluation.get("shift_nuisance")
+    if shift is not None:
+        shifted = ml_collections.ConfigDict(config.data.to_dict())
+        shifted.nuisance = float(shift)
+        column = _evaluate_data(config, shifted, (SHIFT_SPLIT,), task, variables, mesh, max_batches)
+        results[shift_column(shift)] = column[SHIFT_SPLIT]
+    return results
+
+
+def _evaluate_data(
+    config, data, splits, task, variables, mesh: Mesh, max_batches: int | None
+) -> dict[str, Any]:
+    model, ev = task.model, config.evaluation
     prepared = experiment_data.ensure_prepared(data)
     text_tokenizer = WordTokenizer.load(prepared.tokenizer_path)
 
@@ -162,7 +188,7 @@ def _evaluate(config, task, variables, mesh: Mesh, max_batches: int | None) -> d
     )
     return report.evaluate_splits(
         make_batches,
-        tuple(ev.splits),
+        splits,
         tokenizer=text_tokenizer,
         key=jax.random.key(ev.seed),
         image_size=data.image_size,

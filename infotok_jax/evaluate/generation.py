@@ -1,4 +1,5 @@
-"""Oracle-scored text-to-image generation of any `generate_fn`, next to empirical floors and a ceiling.
+"""Oracle-scored text-to-image generation of any `generate_fn`, next to empirical floors and a reference:
+the oracle on the tokenizer's reconstructions.
 
 The model is a plain callable `generate_fn(caption_tokens_BxLc, key)` returning images (B, S, S, 3) in
 [0, 1] (numpy or jax, uint8 or float; a dict with an "images" entry, as the hosts return, is accepted).
@@ -104,7 +105,8 @@ def evaluate_generation(
     other_draws: int = 1,
     reconstruct_fn: Callable[[np.ndarray], Any] | None = None,
 ) -> dict[str, Any]:
-    """Oracle accuracy of images generated from the captions of scene `batches`, with floors and ceiling.
+    """Oracle accuracy of images generated from the captions of scene `batches`, with floors and the
+    reconstruction reference.
 
     Args:
       generate_fn: (caption_tokens (B, Lc) int32, key) -> images (B, image_size, image_size, 3) in [0, 1].

@@ -92,3 +92,10 @@ def check_evaluation_config(config: ml_collections.ConfigDict, mesh) -> None:
                 f"config.evaluation.splits: {tuple(ev.splits)} must be a non-empty subset of "
                 f"{config.data.name}'s splits {splits}"
             )
+    shift = ev.get("shift_nuisance")
+    if shift is not None:
+        if not config.data.name.startswith("scenes") or not 0.0 <= float(shift) <= 1.0:
+            raise config_checks.ConfigError(
+                f"config.evaluation.shift_nuisance={shift}: the nuisance shift needs a scenes dataset and a "
+                "strength in [0, 1]; leave it unset for other data"
+            )

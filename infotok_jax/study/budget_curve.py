@@ -57,7 +57,7 @@ def wilson_interval(fraction: float, n: int, z: float = Z) -> tuple[float, float
 
 def point(budget: str, result: dict[str, Any]) -> dict[str, Any]:
     """One run's point of the curve: generation with its Wilson interval and floors, understanding with
-    its image-blind floor, the reconstruction ceiling, PSNR and wall time."""
+    its image-blind floor, the oracle on reconstructions, PSNR and wall time."""
     metrics = result["eval"]["files"]["metrics.json"]
 
     def m(key: str) -> float:
@@ -128,7 +128,7 @@ def markdown(curve: Sequence[dict[str, Any]], planned: Sequence[tuple[str, proto
     """The curve as a table, the runs still missing, and the budget it picks (or why none yet)."""
     lines = [
         f"| host | budget | steps | seed | generation all-correct [95% Wilson] ({SPLIT}) | "
-        "generation floor [upper end] | reconstruction ceiling | above floor | understanding | "
+        "generation floor [upper end] | oracle on reconstructions | above floor | understanding | "
         "image-blind floor | PSNR dB | wall min |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

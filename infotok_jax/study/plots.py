@@ -338,8 +338,8 @@ HOST_COLORS = {"ar": "tab:blue", "masked": "tab:red", "continuous": "tab:purple"
 
 def budget_curve(curve: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     """The baselines' learning curve (`budget_curve.points`): per host, generation all-correct with its
-    95% Wilson interval, its floor (dashed) and reconstruction ceiling (dotted); understanding with its
-    image-blind floor (dashed); against the training budget in steps."""
+    95% Wilson interval, its floor (dashed) and the oracle on its reconstructions (dotted); understanding
+    with its image-blind floor (dashed); against the training budget in steps."""
     plt = _pyplot()
     fig, (gen_ax, und_ax) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=110)
     for host in dict.fromkeys(p["host"] for p in curve):
@@ -354,7 +354,7 @@ def budget_curve(curve: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib
         gen_ax.plot(steps, [p["generation_ceiling"] for p in rows], ":", color=color, alpha=0.6)
         und_ax.plot(steps, [p["understanding"] for p in rows], "o-", color=color, label=host)
         und_ax.plot(steps, [p["understanding_floor"] for p in rows], "--", color=color, alpha=0.6)
-    gen_ax.set_title(f"baseline generation all-correct ({_S}); -- floor, : ceiling", fontsize=9)
+    gen_ax.set_title(f"baseline generation all-correct ({_S}); -- floor, : oracle on recon", fontsize=9)
     und_ax.set_title(f"baseline understanding accuracy ({_S}); -- image-blind floor", fontsize=9)
     budgets = sorted({p["steps"] for p in curve})
     for ax in (gen_ax, und_ax):

@@ -22,6 +22,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
+from infotok_jax.study import provenance
 from infotok_jax.study.protocol import REPO, Run, effective_fields
 
 RESULTS_DIR = REPO / "experiments" / "results" / "runs"
@@ -104,9 +105,16 @@ def build_result(run: Run, study: str, workdir: pathlib.Path, process_s: dict[st
 
 
 def write_result(result: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
-    """Writes `result` atomically (a killed runner leaves no half file that would count as done)."""
+    """Writes `result` atomically (a killed runner leaves no half file that would count as done); from a
+    dirty checkout, first its patch beside it (`provenance.patch_path`: without one the result cannot
+    count toward a claim)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if (result.get("git") or {}).get("dirty"):
+        patch = provenance.patch_path(path)
+        patch_tmp = patch.with_name(patch.name + ".tmp")
+        patch_tmp.write_text(provenance.working_tree_patch(REPO))
+        os.replace(patch_tmp, patch)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1, sort_keys=True, allow_nan=True) + "\n")
     os.replace(tmp, path)
@@ -182,10 +190,11 @@ def materialize(runs: list[Run], results: dict[str, dict[str, Any]], view_root: 
 
 
 def commit_result(path: pathlib.Path, message: str) -> str | None:
-    """Commits the result file `path` alone (other staged changes stay staged) in the git repository that
-    holds it; returns git's complaint, or None on success."""
+    """Commits the result file `path` and its patch if it has one (other staged changes stay staged) in the
+    git repository that holds it; returns git's complaint, or None on success."""
     path = pathlib.Path(path).absolute()
-    for command in (["add", "--", path.name], ["commit", "-q", "-m", message, "--", path.name]):
+    names = [path.name] + [p.name for p in (provenance.patch_path(path),) if p.exists()]
+    for command in (["add", "--", *names], ["commit", "-q", "-m", message, "--", *names]):
         done = subprocess.run(["git", *command], cwd=path.parent, capture_output=True, text=True)
         if done.returncode != 0:
             return (done.stderr or done.stdout).strip() or f"git {command[0]} exited {done.returncode}"

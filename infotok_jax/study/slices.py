@@ -20,6 +20,7 @@ class Budget:
     steps: int
     extra: str
     description: str
+    overrides: tuple[str, ...] = ()  # `--config.<field>=<value>` flags every run of the budget gets
 
 
 BUDGETS: dict[str, Budget] = {
@@ -27,6 +28,19 @@ BUDGETS: dict[str, Budget] = {
     "cpu600": Budget(600, "batch=32,eval_every=600", "CPU scale: 600 steps at batch 32"),
     "cpu1200": Budget(1200, "batch=32,eval_every=1200", "CPU scale: 1200 steps at batch 32"),
     "cpu2400": Budget(2400, "batch=32,eval_every=2400", "CPU scale: 2400 steps at batch 32"),
+    # B scored on the whole 2000-example test split (80 x 25; 80 splits over 1-16 batch shards) and also at
+    # the shifted nuisance: the study of the sequential plan (protocol.SEQUENTIAL_PLAN), because evaluation
+    # sampling is a material part of the paired variance at 512 examples (docs/study.md)
+    "cpu2400full": Budget(
+        2400,
+        "batch=32,eval_every=2400",
+        "CPU scale: 2400 steps at batch 32, scored on the whole test split and at the shifted nuisance",
+        (
+            "--config.evaluation.batch_size=80",
+            "--config.evaluation.max_batches=25",
+            f"--config.evaluation.shift_nuisance={protocol.SHIFT_NUISANCE:g}",
+        ),
+    ),
     "tiny": Budget(2, "tiny", "smoke test: tiny models, 2 steps"),
 }
 
@@ -43,6 +57,8 @@ class Slice:
     seeds: tuple[int, ...] = (0, 1, 2)
     labels: tuple[str, ...] = ()
     first: tuple[str, ...] = ()
+    arms: tuple[str, ...] = protocol.ARMS
+    study: str = ""  # the budget the slice is planned for ("" = any); `--status` shows it
 
 
 HEADLINE_LABELS = ("baseline", "supervised: probe + contrastive", "hsic: full", "vib: full")
@@ -55,6 +71,27 @@ CAPACITY_FIRST = (
     *(protocol.capacity_label(_FEW_TOKENS, n) for n in protocol.CAPACITY_NUISANCE),
     protocol.capacity_label(_MANY_TOKENS, protocol.CAPACITY_NUISANCE[1]),
 )
+
+
+def _planned(contrast: protocol.PlannedContrast) -> Slice:
+    """The slice of one contrast of the sequential plan: its two arms' main runs on its host, every seed."""
+    cell = next(
+        c
+        for c in protocol.CLAIMS_BY_KEY[contrast.claim].family
+        if (c.host, c.name, c.endpoint) == (contrast.host, contrast.cell, contrast.endpoint)
+    )
+    arms = tuple(dict.fromkeys(t.arm for t in cell.terms))
+    return Slice(
+        f"plan_{contrast.host}_{'_'.join(arms)}",
+        "controls",
+        (contrast.host,),
+        seeds=contrast.seeds,
+        labels=tuple(protocol.HEADLINE[a] for a in arms),
+        arms=arms,
+        study=contrast.study,
+    )
+
+
 # The issue's order: AR controls and ablations over 3 seeds (the comparisons the claims rest on first, so
 # their paired intervals come early); the masked and continuous hosts' LM-gradient settings, chosen on
 # validation as on AR (the baseline's, and the HSIC arm's, which sets the host default the other arms run
@@ -77,6 +114,16 @@ SLICES: tuple[Slice, ...] = (
     Slice("main", "main", protocol.HOSTS),
     # the three headline slices as one table: the main table at a budget (its runs are all theirs)
     Slice("main_table", "controls", protocol.HOSTS, labels=HEADLINE_LABELS),
+    *(_planned(c) for c in protocol.SEQUENTIAL_PLAN),
+    # the capacity sweep's supervised control (claim `capacity_bottleneck`), at the sweep's own budget
+    Slice(
+        "ar_capacity_supervised",
+        "capacity",
+        ("ar",),
+        labels=protocol.CAPACITY_CONTROL_POINTS,
+        arms=("supervised",),
+        study="cpu600",
+    ),
 )
 
 
@@ -84,7 +131,9 @@ def plan_slice(slice_: Slice, budget: Budget) -> list[protocol.Run]:
     """The runs of one slice under `budget`: those of its `first` variants, then the others, each part
     seed-major (every variant of seed 0 first, so a slice cut short still holds complete paired sets of
     seeds)."""
-    runs = protocol.plan(slice_.sweep, slice_.hosts, protocol.ARMS, slice_.seeds, budget.steps, budget.extra)
+    runs = protocol.plan(
+        slice_.sweep, slice_.hosts, slice_.arms, slice_.seeds, budget.steps, budget.extra, budget.overrides
+    )
     if slice_.labels:
         runs = [r for r in runs if r.value in slice_.labels]
     return sorted(runs, key=lambda r: (r.value not in slice_.first, slice_.seeds.index(r.seed)))

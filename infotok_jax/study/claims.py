@@ -1,0 +1,192 @@
+"""The claims of `protocol.CLAIMS` decided from the committed result files: every cell of a claim's family
+with its raw and Holm-adjusted intervals, the paired probability of improvement, the share of the
+paired variance that is evaluation sampling, and the verdict by the claim's stated rule.
+
+A cell's value at seed s is the sum of its terms (sign x metric of one run of the same host and seed),
+defined only when every term's run has a result that counts toward claims (`provenance.eligibility`);
+results that do not are left out and listed. Statistics: `multiplicity.family` over all the family's
+cells (cells without 2 seeds count in the family's size).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from infotok_jax.study import multiplicity, protocol, provenance
+
+SEEDS = tuple(range(20))  # seeds looked for; a cell uses those whose runs all have counting results
+
+
+def _run_names(claim: protocol.Claim, study: str) -> dict[tuple[str, str, str, int], str]:
+    """(host, arm, label, seed) -> run name, for the claim's sweep under the budget of `study`."""
+    from infotok_jax.study import slices
+
+    budget = slices.BUDGETS[study]
+    hosts = sorted({c.host for c in claim.family})
+    runs = protocol.plan(
+        claim.sweep, hosts, protocol.ARMS, SEEDS, budget.steps, budget.extra, budget.overrides
+    )
+    return {(r.host, r.arm, str(r.value), r.seed): r.name for r in runs}
+
+
+def load_study(results_dir: pathlib.Path, study: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """({run name: eval metrics} of the results that count toward claims, {run name: why excluded})."""
+    counting, excluded = {}, {}
+    for path in sorted((pathlib.Path(results_dir) / study).glob("*.json")):
+        result = json.loads(path.read_text())
+        ok, why = provenance.eligibility(result, path)
+        if ok:
+            counting[path.stem] = result["eval"]["files"]["metrics.json"]
+        else:
+            excluded[path.stem] = why
+    return counting, excluded
+
+
+def cell_seeds(
+    cell: protocol.Cell, names: dict[tuple[str, str, str, int], str], metrics: dict[str, dict]
+) -> dict[int, dict[str, Any]]:
+    """seed -> {"value": the cell's contrast, "terms": [(metric value, count)]} for the seeds whose every
+    term's run has a counting result holding the metric."""
+    out = {}
+    for seed in SEEDS:
+        values = []
+        for term in cell.terms:
+            name = names.get((cell.host, term.arm, term.label, seed))
+            scores = metrics.get(name) if name else None
+            key = term.metric or cell.endpoint
+            if scores is None or scores.get(key) is None:
+                break
+            count_key = protocol.ENDPOINT_COUNTS.get(key.replace(protocol.SHIFT_SPLIT, "test", 1))
+            if count_key:
+                count_key = key.split("/", 1)[0] + "/" + count_key.split("/", 1)[1]
+            values.append((term.sign, float(scores[key]), scores.get(count_key) if count_key else None))
+        else:
+            out[seed] = {"value": sum(sign * v for sign, v, _ in values), "terms": values}
+    return out
+
+
+def _sampling_variance(terms: Sequence[tuple[int, float, Any]]) -> float | None:
+    """Sum of the terms' binomial sampling variances (None when a term has no count)."""
+    if any(n is None for *_, n in terms):
+        return None
+    return sum(multiplicity.binomial_variance(v, int(n)) for _, v, n in terms)
+
+
+def evaluate(claim: protocol.Claim, study: str, results_dir: pathlib.Path) -> dict[str, Any]:
+    """The claim at `study`: per cell the family statistics and sampling share, the verdict, and the
+    results left out of it."""
+    metrics, excluded = load_study(results_dir, study)
+    names = _run_names(claim, study)
+    per_cell = [cell_seeds(c, names, metrics) for c in claim.family]
+    stats = multiplicity.family([[s["value"] for s in seeds.values()] for seeds in per_cell])
+    cells = []
+    for cell, seeds, stat in zip(claim.family, per_cell, stats, strict=True):
+        variances = [_sampling_variance(s["terms"]) for s in seeds.values()]
+        share = None
+        if variances and None not in variances:
+            share = multiplicity.sampling_share(variances, [s["value"] for s in seeds.values()])
+        cells.append(
+            {
+                "host": cell.host,
+                "name": cell.name,
+                "endpoint": cell.endpoint,
+                "seeds": sorted(seeds),
+                **stat,
+                "sampling": share,
+            }
+        )
+    used = {
+        names[(c.host, t.arm, t.label, s)]
+        for c in claim.family
+        for t in c.terms
+        for s in SEEDS
+        if (c.host, t.arm, t.label, s) in names
+    }
+    return {
+        "claim": claim.key,
+        "statement": claim.statement,
+        "study": study,
+        "rule": claim.rule_text,
+        "cells": cells,
+        "verdict": VERDICT_RULES[claim.rule](cells),
+        "excluded": {n: why for n, why in sorted(excluded.items()) if n in used},
+        "sampling_by_endpoint": _pooled_sampling(cells),
+    }
+
+
+def _pooled_sampling(cells: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per endpoint: mean sampling-variance bound over mean observed variance of the cells measured."""
+    out = {}
+    for endpoint in dict.fromkeys(c["endpoint"] for c in cells):
+        parts = [c["sampling"] for c in cells if c["endpoint"] == endpoint and c["sampling"]]
+        if parts:
+            sampling = sum(p["sampling"] for p in parts) / len(parts)
+            observed = sum(p["observed"] for p in parts) / len(parts)
+            out[endpoint] = {"sampling": sampling, "observed": observed, "share": sampling / observed}
+    return out
+
+
+def _tested(cells):
+    return [c for c in cells if c["n"] >= 2]
+
+
+def _above(cells):
+    return [c for c in _tested(cells) if c["lo_adj"] > 0]
+
+
+def _below(cells):
+    return [c for c in _tested(cells) if c["hi_adj"] < 0]
+
+
+def _names(cells) -> str:
+    return "; ".join(f"{c['host']} {c['name']} ({_short(c['endpoint'])})" for c in cells)
+
+
+def _short(endpoint: str) -> str:
+    return {protocol.UNDERSTANDING: "understanding", protocol.GENERATION: "generation"}.get(
+        endpoint, endpoint
+    )
+
+
+def _any_above(cells) -> str:
+    if not _tested(cells):
+        return "untested (no cell has 2 seeds)"
+    above, below = _above(cells), _below(cells)
+    verdict = (
+        f"supported in {len(above)} of {len(cells)} cells: {_names(above)}" if above else "not supported"
+    )
+    return verdict + (f"; reversed: {_names(below)}" if below else "")
+
+
+def _all_hosts(cells) -> str:
+    if not _tested(cells):
+        return "untested (no cell has 2 seeds)"
+    hosts = {c["host"] for c in cells}
+    above = _above(cells)
+    for arm in dict.fromkeys(c["name"].split(" ")[0] for c in cells):
+        if {c["host"] for c in above if c["name"].startswith(arm + " ")} == hosts:
+            return f"supported for {arm}"
+    return "not supported" + (f" (above 0 only in: {_names(above)})" if above else "")
+
+
+def _same_sign(cells) -> str:
+    if not _tested(cells):
+        return "untested (no cell has 2 seeds)"
+    above, below = _above(cells), _below(cells)
+    if above and below:
+        return f"host-dependent: above 0 in {_names(above)}; below 0 in {_names(below)}"
+    if above:
+        return f"supported: {_names(above)}"
+    if below:
+        return f"reversed: {_names(below)}"
+    return "not resolved: every adjusted interval contains 0"
+
+
+VERDICT_RULES: dict[str, Callable[[Sequence[dict[str, Any]]], str]] = {
+    "any_above": _any_above,
+    "all_hosts": _all_hosts,
+    "same_sign": _same_sign,
+}
