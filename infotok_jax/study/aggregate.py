@@ -5,7 +5,8 @@ no default, sampler or weight was chosen on; validation, `CHOICE_SPLIT`, is wher
 and its paired differences are kept for them) and the compositional holdout: understanding accuracy
 beside its image-blind and majority floors, generation all-correct / color / count beside the oracle on
 reconstructions (a reference, not an upper bound), PSNR, and the information plane at evaluation (nHSIC
-excess over the permutation floor, flat token view, 512 examples); from the training binary's `metrics.jsonl` the last rate and the median `steps_per_sec`.
+excess over the permutation floor, flat token view, 512 examples); from the training binary's
+`metrics.jsonl` the last rate and the median `steps_per_sec`.
 
 Paired statistics: runs of one seed share initialization and data order across arms, so each run is
 compared with its baseline of the same host and seed: the `none` arm at the same sweep point when that
