@@ -7,6 +7,7 @@ r"""The InfoTok study: runs in priority order, one committed result file per fin
     python experiments/run_study.py --slice=ar_controls --aggregate_only      # tables and plots from results
     python experiments/run_study.py --study=smoke --steps=2 --extra=tiny --hosts=ar --seeds=0 --dry_run
     python experiments/run_study.py --curve --max_minutes=120                 # baselines' learning curve
+    python experiments/run_study.py --study=cpu2400 --claims                   # the claims, Holm-adjusted
 
 `--study` names a budget (slices.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
 cpu1200; cpu2400; tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`,
@@ -36,7 +37,17 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from infotok_jax.study import aggregate, budget_curve, capacity, plots, protocol, runner, slices, tables  # noqa: E402
+from infotok_jax.study import (
+    aggregate,
+    budget_curve,
+    capacity,
+    claims,
+    plots,
+    protocol,
+    runner,
+    slices,
+    tables,
+)  # noqa: E402
 from infotok_jax.study import results as results_lib  # noqa: E402
 
 PYTHON = sys.executable  # the interpreter of the runs' subprocesses
@@ -92,6 +103,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--commit", action="store_true", help="git-commit each new result file as soon as it is written.")
     add("--aggregate_only", action="store_true", help="Only aggregate and plot the selection's results.")
     add("--status", action="store_true", help="Print what is done and what remains, per slice; run nothing.")
+    add(
+        "--claims",
+        action="store_true",
+        help="Only decide the claims of the study (protocol.CLAIMS) from its result files; run nothing.",
+    )
     return parser.parse_args(argv)
 
 
@@ -115,14 +131,23 @@ def budget_of(args: argparse.Namespace) -> slices.Budget:
 
 def selection(args: argparse.Namespace, budget: slices.Budget) -> list[tuple[str, str, list[protocol.Run]]]:
     """[(name, sweep, runs)]: the slices (--next, --slice, --status) or the ad-hoc sweep (default main)."""
-    if args.next or args.status:
+    if args.status:
         chosen = slices.SLICES
+    elif args.next:  # the slices planned for this study, or for any
+        chosen = tuple(s for s in slices.SLICES if s.study in ("", args.study))
     elif args.slice:
         chosen = (slices.slice_by_name(args.slice),)
+        if chosen[0].study not in ("", args.study):
+            raise ValueError(
+                f"--slice={args.slice} is planned for study {chosen[0].study!r}, not {args.study!r}: add "
+                f"--study={chosen[0].study}"
+            )
     else:
         sweep = args.sweep or "main"
         seeds = [int(s) for s in _csv(args.seeds)]
-        runs = protocol.plan(sweep, _csv(args.hosts), _csv(args.arms), seeds, budget.steps, budget.extra)
+        runs = protocol.plan(
+            sweep, _csv(args.hosts), _csv(args.arms), seeds, budget.steps, budget.extra, budget.overrides
+        )
         if not runs:
             raise ValueError(f"--sweep={sweep} has no runs for --arms={args.arms}")
         return [(sweep, sweep, runs)]
@@ -140,9 +165,9 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         f"Study `{args.study}` ({budget_of(args).description}), results in `{where}`: {len(done)} of "
         f"{len(unique)} distinct runs done (a run shared by slices counts in each).",
         "",
-        "| priority | slice | sweep | runs | done | wall time of done (min) | est. remaining (h) "
-        "| next missing run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| priority | slice | planned for | sweep | runs | done | wall time of done (min) "
+        "| est. remaining (h) | next missing run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     measured = list(done.values())
     for i, (name, sweep, runs) in enumerate(groups, 1):
@@ -150,8 +175,10 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         minutes = sum(results_lib.wall_seconds(r) for r in found.values()) / 60
         missing = list({r.name: r for r in runs if r.name not in found}.values())
         left = results_lib.estimated_seconds(missing, measured)
+        planned_for = _planned_study(name) or "any"
         lines.append(
-            f"| {i} | {name} | {sweep} | {len({r.name for r in runs})} | {len(found)} | {minutes:.1f} | "
+            f"| {i} | {name} | {planned_for} | {sweep} | {len({r.name for r in runs})} | {len(found)} | "
+            f"{minutes:.1f} | "
             f"{'?' if left is None else f'{left / 3600:.1f}'} | {missing[0].name if missing else '—'} |"
         )
     total = results_lib.estimated_seconds([r for n, r in unique.items() if n not in done], measured)
@@ -164,6 +191,26 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         budget_curve.summary(args.results_dir),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _planned_study(slice_name: str) -> str:
+    """The study a slice is planned for ("" for any, or for an ad-hoc sweep)."""
+    return next((s.study for s in slices.SLICES if s.name == slice_name), "")
+
+
+def claims_report(args: argparse.Namespace) -> str | None:
+    """Decides the claims of `args.study` from its result files; writes `<root>/study/claims.md` and
+    `claims.json` and returns the Markdown (None when no claim reads this study)."""
+    chosen = claims.claims_of_study(args.study)
+    if not chosen:
+        return None
+    decided = [claims.evaluate(c, args.study, args.results_dir) for c in chosen]
+    text = claims.markdown(decided)
+    out_dir = args.root / "study"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "claims.md").write_text(text)
+    (out_dir / "claims.json").write_text(json.dumps(decided, indent=1, allow_nan=False) + "\n")
+    return text
 
 
 def write_outputs(
@@ -286,6 +333,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.status:
         print(status_table(args, groups))
         return 0
+    if args.claims:
+        print(claims_report(args) or f"no claim reads study {args.study!r}")
+        return 0
     failed, seen, budget_left = [], set(), args.max_runs
     deadline = _deadline(args)
     for name, sweep, runs in groups:
@@ -300,6 +350,10 @@ def _main(args: argparse.Namespace) -> int:
                 print(paths["table"].read_text())
             for key, path in sorted((paths or {}).items()):
                 print(f"{name} {key}: {path}")
+    if args.aggregate_only and not args.dry_run:
+        text = claims_report(args)
+        if text:
+            print(text)
     return _exit_status(failed)
 
 

@@ -190,3 +190,67 @@ VERDICT_RULES: dict[str, Callable[[Sequence[dict[str, Any]]], str]] = {
     "all_hosts": _all_hosts,
     "same_sign": _same_sign,
 }
+
+
+def _interval(lo: float | None, hi: float | None, digits: int = 3) -> str:
+    return "—" if lo is None else f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def _p(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def markdown(decided: Sequence[dict[str, Any]]) -> str:
+    """The claims as Markdown: per claim its rule, verdict and every cell of its family."""
+    level = round(100 * (1 - multiplicity.ALPHA))
+    lines = [
+        "## Claims (protocol.CLAIMS)",
+        "",
+        f"Per cell: mean paired contrast over seeds, raw {level}% t interval, the interval at Holm's "
+        f"level for the cell (family-wise {level}%: `adjusted`, with its per-cell level), two-sided p "
+        "and Holm-adjusted p, the paired probability of improvement (fraction of seeds with contrast "
+        "> 0, ties half; no interval at this n), and the sampling share (binomial bound of the "
+        "evaluation-sampling variance over the observed across-seed variance; an upper bound). "
+        "* = Holm rejects: the adjusted interval excludes 0. Every cell of a family is shown.",
+    ]
+    for d in decided:
+        lines += [
+            "",
+            f"### {d['statement']} (`{d['study']}`)",
+            "",
+            f"Rule: {d['rule']}",
+            "",
+            f"**Verdict: {d['verdict']}**",
+            "",
+            "| host | cell | endpoint | seeds | mean | raw interval | adjusted interval (level) | p | p Holm "
+            "| P(improve) | sampling share |",
+            "|" + " --- |" * 11,
+        ]
+        for c in d["cells"]:
+            mean = "—" if c["mean"] is None else f"{c['mean']:+.3f}"
+            adjusted = _interval(c["lo_adj"], c["hi_adj"])
+            if c["lo_adj"] is not None:
+                adjusted += f" ({1 - c['level']:.4f}){' *' if c['reject'] else ''}"
+            prob = "—" if c["prob_improvement"] is None else f"{c['prob_improvement']:.2f}"
+            share = "—" if not c["sampling"] else f"{c['sampling']['share']:.2f}"
+            lines.append(
+                f"| {c['host']} | {c['name']} | {_short(c['endpoint'])} | {c['n']} | {mean} | "
+                f"{_interval(c['lo'], c['hi'])} | {adjusted} | {_p(c['p'])} | {_p(c['p_holm'])} | {prob} | "
+                f"{share} |"
+            )
+        pooled = d["sampling_by_endpoint"]
+        if pooled:
+            parts = ", ".join(f"{_short(k)} {v['share']:.2f}" for k, v in pooled.items())
+            lines += ["", f"Sampling share pooled over the cells, per endpoint: {parts}."]
+        if d["excluded"]:
+            lines += [
+                "",
+                "Excluded from this claim (re-run them): "
+                + "; ".join(f"`{n}` ({why})" for n, why in d["excluded"].items()),
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def claims_of_study(study: str) -> list[protocol.Claim]:
+    """The claims decided on the result files of `study`."""
+    return [c for c in protocol.CLAIMS if study in c.studies]

@@ -12,7 +12,7 @@ import json
 import pathlib
 from typing import Any
 
-from infotok_jax.study import capacity
+from infotok_jax.study import capacity, protocol
 from infotok_jax.study.aggregate import CHOICE_SPLIT, METRICS, REFERENCES, STEP_TIME_MEASURES
 
 
@@ -52,7 +52,9 @@ def markdown(results: dict[str, Any], title: str) -> str:
     ]
 
     def ident_cells(g: dict[str, Any]) -> list[str]:
-        return [g["host"], g["arm"], *([str(g["value"])] if swept else [])]
+        alias = protocol.alias_of(results["sweep"], g["arm"], g["value"])
+        value = f"{g['value']} (alias: the run of '{alias}')" if alias else str(g["value"])
+        return [g["host"], g["arm"], *([value] if swept else [])]
 
     for g in results["groups"]:
         cells = [
@@ -61,6 +63,7 @@ def markdown(results: dict[str, Any], title: str) -> str:
             *(_cell(g["metrics"].get(m.key), m.digits) for m in shown),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _floor_lines(results["runs"])
     measures = results.get("step_time_measures") or {}
     if measures:
         parts = "; ".join(f"{STEP_TIME_MEASURES[k]}: {n} run(s)" for k, n in sorted(measures.items()))
@@ -119,6 +122,28 @@ def markdown(results: dict[str, Any], title: str) -> str:
                     f" -> {need['seeds']} seeds"
                 )
     return "\n".join(lines) + "\n"
+
+
+FLOOR_KEYS = ("test/understanding/floor_majority_accuracy",)
+
+
+def _floor_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The majority floor per host and seed (it is a property of the seed's test examples, so it differs
+    by seed, not by arm): one line per host."""
+    floors: dict[str, dict[int, float]] = {}
+    for r in records:
+        for key in FLOOR_KEYS:
+            if key in r["metrics"]:
+                floors.setdefault(r["host"], {}).setdefault(r["seed"], r["metrics"][key])
+    if not floors:
+        return []
+    lines = [
+        "",
+        "Majority floor of understanding (test) per seed, the best constant answer per question type:",
+    ]
+    for host, by_seed in floors.items():
+        lines.append(f"- {host}: " + ", ".join(f"seed {s} {v:.3f}" for s, v in sorted(by_seed.items())))
+    return lines
 
 
 def _contrast_lines(rows: list[dict[str, Any]], level: int) -> list[str]:
