@@ -271,16 +271,19 @@ def test_slices_follow_the_issue_order_and_run_their_first_variants_then_the_res
         for r in slices.plan_slice(slices.slice_by_name(name), slices.BUDGETS["tiny"])
     ]
     main_table = slices.plan_slice(slices.slice_by_name("main_table"), slices.BUDGETS["tiny"])
-    assert slices.SLICES[-1].name == "main_table" and sorted(main_table, key=str) == sorted(
-        headlines, key=str
-    )
+    assert [s.name for s in slices.SLICES].index("main_table") == 11 and sorted(
+        main_table, key=str
+    ) == sorted(headlines, key=str)
     runs = slices.plan_slice(slices.slice_by_name("ar_controls"), slices.BUDGETS["tiny"])
     assert len(runs) == 15 * 3 and [r.seed for r in runs[:15]] == [0] * 15 and runs[15].seed == 1
     assert all(r.steps == 2 and r.host == "ar" for r in runs)
     capacity = slices.plan_slice(slices.slice_by_name("ar_capacity"), slices.BUDGETS["tiny"])
     core = [r for r in capacity if r.value in slices.CAPACITY_FIRST]
-    assert len(capacity) == 54 and capacity[:36] == core  # 4 points x 3 arms x 3 seeds, then the rest
-    assert [r.seed for r in core[::12]] == [0, 1, 2] and [r.seed for r in capacity[36::6]] == [0, 1, 2]
-    assert {r.value for r in capacity[36:]} == {"tokens=64 nuisance=0", "tokens=64 nuisance=1"}
+    # 4 points x 3 arms x 3 seeds and the supervised control at 2 of them, then the rest
+    assert len(capacity) == 60 and capacity[:42] == core
+    assert [r.seed for r in core[::14]] == [0, 1, 2] and [r.seed for r in capacity[42::6]] == [0, 1, 2]
+    assert {r.value for r in capacity[42:]} == {"tokens=64 nuisance=0", "tokens=64 nuisance=1"}
+    supervised = [r.name for r in capacity if r.arm == "supervised" and r.seed == 0]
+    assert supervised == ["ar-supervised-s0", "ar-supervised-tokens64-s0"]
     with pytest.raises(ValueError, match="--slice"):
         slices.slice_by_name("everything")

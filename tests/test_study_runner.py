@@ -164,12 +164,12 @@ def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_
     capsys.readouterr()
     assert cli.main([*flags, "--status"]) == 0
     status = capsys.readouterr().out
-    assert "| 1 | ar_headline | controls | 12 | 3 | 0.0 | 0.0 | ar-vib-s0 |" in status
+    assert "| 1 | ar_headline | any | controls | 12 | 3 | 0.0 | 0.0 | ar-vib-s0 |" in status
     assert (
-        "| 2 | ar_controls | controls | 42 | 3 | 0.0 | 0.0 | ar-none-lmgrad1-s0 |" in status
+        "| 2 | ar_controls | any | controls | 42 | 3 | 0.0 | 0.0 | ar-none-lmgrad1-s0 |" in status
     )  # runs are shared
-    assert "| 3 | lm_gradient | controls | 24 | 0 | 0.0 | 0.0 | masked-none-s0 |" in status
-    assert "| 11 | main | main | 27 | 2 | 0.0 | 0.0 | ar-vib-s0 |" in status
+    assert "| 3 | lm_gradient | any | controls | 24 | 0 | 0.0 | 0.0 | masked-none-s0 |" in status
+    assert "| 11 | main | any | main | 27 | 2 | 0.0 | 0.0 | ar-vib-s0 |" in status
     assert len(_calls(fake_python)) == 6  # --status ran nothing
     table = out.read_text()
     out.unlink()

@@ -1,0 +1,146 @@
+"""The claims' statistics on small synthetic result sets whose answers are known by hand: Holm's step-down,
+the intervals at Holm's level, the paired probability of improvement, the sampling share, which results
+count (provenance) and the verdict rules."""
+
+import json
+import math
+import pathlib
+
+import pytest
+
+from infotok_jax.study import claims, multiplicity, protocol, provenance, results, slices
+
+
+def test_holm_steps_down_and_stops_at_the_first_kept_cell():
+    # sorted p: 0.01 (x4 = 0.04 <= 0.05: reject), 0.03 (x3 = 0.09 > 0.05: stop); 0.04 and 0.5 kept
+    out = multiplicity.holm([0.01, 0.04, 0.03, 0.5])
+    assert [o["p_holm"] for o in out] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert [o["reject"] for o in out] == [True, False, False, False]
+    # the rejected cell's interval is at its step's level, the kept ones at the level where Holm stopped
+    assert [o["level"] for o in out] == pytest.approx([0.05 / 4, 0.05 / 3, 0.05 / 3, 0.05 / 3])
+    # a missing test counts as p = 1 and stays in the family's size
+    assert multiplicity.holm([0.012, None])[0]["p_holm"] == pytest.approx(0.024)
+
+
+def test_probability_of_improvement_counts_ties_half():
+    assert multiplicity.probability_of_improvement([0.1, 0.0, -0.2, 0.3]) == pytest.approx(2.5 / 4)
+    assert multiplicity.probability_of_improvement([]) is None
+
+
+def test_family_intervals_at_holms_level_agree_with_its_decisions():
+    # two seeds: t with 1 degree of freedom has the closed-form quantile tan(pi (q - 1/2))
+    strong, weak = [0.299, 0.301], [0.1, 0.3]  # t = 300 (p 0.002 < 0.05 / 3) and t = 2
+    cells = multiplicity.family([strong, weak, [0.05]])
+    m = 3
+    se_weak = math.sqrt(0.02) / math.sqrt(2)  # sd of (0.1, 0.3) / sqrt(2) = 0.1
+    assert cells[1]["mean"] == pytest.approx(0.2)
+    raw_half = math.tan(math.pi * (0.975 - 0.5)) * se_weak
+    assert (cells[1]["lo"], cells[1]["hi"]) == pytest.approx((0.2 - raw_half, 0.2 + raw_half))
+    bonf_half = math.tan(math.pi * (1 - 0.05 / m / 2 - 0.5)) * se_weak
+    assert (cells[1]["lo_bonf"], cells[1]["hi_bonf"]) == pytest.approx((0.2 - bonf_half, 0.2 + bonf_half))
+    for cell in cells[:2]:  # the adjusted interval excludes 0 exactly when Holm rejects
+        assert cell["reject"] == (cell["lo_adj"] > 0 or cell["hi_adj"] < 0)
+    assert cells[0]["reject"] and not cells[1]["reject"]
+    assert cells[2]["n"] == 1 and cells[2]["lo_adj"] is None and not cells[2]["reject"]
+    assert cells[0]["prob_improvement"] == 1.0
+
+
+def test_sampling_share_is_the_binomial_bound_over_the_observed_variance():
+    # two runs at p = 0.5 on 100 examples each: 2 x 0.0025; observed differences 0.0 and 0.1: variance 0.005
+    bound = 2 * multiplicity.binomial_variance(0.5, 100)
+    share = multiplicity.sampling_share([bound, bound], [0.0, 0.1])
+    assert share["sampling"] == pytest.approx(0.005) and share["share"] == pytest.approx(1.0)
+
+
+def test_patch_paths_decide_whether_a_dirty_result_counts(tmp_path):
+    patch = (
+        "diff --git a/docs/study.md b/docs/study.md\n+x\n"
+        "diff --git a/infotok_jax/models/vq.py b/infotok_jax/models/vq.py\n"
+    )
+    assert provenance.touched_paths(patch) == ["docs/study.md", "infotok_jax/models/vq.py"]
+    assert provenance.is_code("infotok_jax/models/vq.py") and provenance.is_code(
+        "experiments/configs/host.py"
+    )
+    assert not provenance.is_code("infotok_jax/study/tables.py") and not provenance.is_code("README.md")
+    result_file = tmp_path / "ar-none-s0.json"
+    assert provenance.eligibility({"git": {"dirty": False}}, result_file) == (True, "clean checkout")
+    assert not provenance.eligibility({"git": {"dirty": True}}, result_file)[0]  # no patch stored
+    provenance.patch_path(result_file).write_text(patch)
+    ok, why = provenance.eligibility({"git": {"dirty": True}}, result_file)
+    assert not ok and "infotok_jax/models/vq.py" in why
+    provenance.patch_path(result_file).write_text(patch.split("diff --git a/infotok")[0])
+    assert provenance.eligibility({"git": {"dirty": True}}, result_file)[0]
+
+
+def test_a_dirty_result_is_written_with_its_patch_beside_it(tmp_path):
+    path = results.write_result(
+        {"git": {"commit": "x", "dirty": True}}, tmp_path / "tiny" / "ar-none-s0.json"
+    )
+    patch = provenance.patch_path(path)
+    assert patch.name == "ar-none-s0.patch" and patch.exists()  # `git diff HEAD` of this checkout
+    clean = results.write_result({"git": {"dirty": False}}, tmp_path / "tiny" / "ar-hsic-s0.json")
+    assert not provenance.patch_path(clean).exists()
+
+
+def _write(results_dir: pathlib.Path, name: str, scores: dict, dirty: bool = False) -> None:
+    path = results_dir / "tiny" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = {"eval": {"files": {"metrics.json": scores}}, "git": {"commit": "c", "dirty": dirty}}
+    path.write_text(json.dumps(result))
+
+
+def test_a_claim_shows_every_cell_leaves_dirty_results_out_and_applies_its_rule(tmp_path):
+    acc, count = protocol.UNDERSTANDING, protocol.ENDPOINT_COUNTS[protocol.UNDERSTANDING]
+    cells = (protocol._versus("ar", "hsic", "none", acc), protocol._versus("ar", "vib", "none", acc))
+    claim = protocol.Claim("t", "test claim", ("tiny",), "controls", (acc,), cells, "any_above", "rule")
+    base = {0: 0.50, 1: 0.60, 2: 0.70, 3: 0.55}
+    for seed, b in base.items():
+        _write(tmp_path, f"ar-none-s{seed}", {acc: b, count: 512})
+        _write(tmp_path, f"ar-hsic-s{seed}", {acc: b + 0.30 + 0.001 * seed, count: 512})
+        # seed 3 of vib is from a dirty checkout without a patch: it must not count
+        _write(
+            tmp_path, f"ar-vib-s{seed}", {acc: b + (0.1 if seed % 2 else -0.1), count: 512}, dirty=seed == 3
+        )
+    decided = claims.evaluate(claim, "tiny", tmp_path)
+    hsic, vib = decided["cells"]
+    assert hsic["n"] == 4 and vib["n"] == 3 and vib["seeds"] == [0, 1, 2]
+    assert hsic["reject"] and hsic["lo_adj"] > 0 and not vib["reject"]
+    assert decided["verdict"] == "supported in 1 of 2 cells: ar hsic - baseline (understanding)"
+    assert decided["excluded"] == {"ar-vib-s3": "dirty checkout, no patch stored beside it"}
+    bound = multiplicity.binomial_variance
+    expected = sum(bound(b + 0.3 + 0.001 * s, 512) + bound(b, 512) for s, b in base.items()) / 4
+    assert hsic["sampling"]["sampling"] == pytest.approx(expected)
+    table = claims.markdown([decided])
+    assert "| ar | vib - baseline | understanding | 3 |" in table and "ar-vib-s3" in table
+
+
+def test_three_hosts_rule_needs_every_host_for_one_arm():
+    def cell(host, name, lo):
+        return {
+            "host": host,
+            "name": name,
+            "endpoint": protocol.GENERATION,
+            "n": 3,
+            "lo_adj": lo,
+            "hi_adj": 1,
+        }
+
+    every = [cell(h, "vib - supervised control", 0.1) for h in protocol.HOSTS]
+    assert claims.VERDICT_RULES["all_hosts"](every) == "supported for vib"
+    every[1]["lo_adj"] = -0.1
+    assert claims.VERDICT_RULES["all_hosts"](every).startswith("not supported")
+
+
+def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
+    budget = slices.BUDGETS["cpu2400full"]
+    assert "--config.evaluation.max_batches=25" in budget.overrides  # 80 x 25 = the 2000 test examples
+    for contrast in protocol.SEQUENTIAL_PLAN:
+        assert len(contrast.seeds) == 10 and contrast.study == "cpu2400full"
+    names = {s.name: s for s in slices.SLICES}
+    ar = slices.plan_slice(names["plan_ar_vib_supervised"], budget)
+    assert sorted({r.arm for r in ar}) == ["supervised", "vib"] and len(ar) == 20
+    assert all(r.overrides[-1] == "--config.evaluation.shift_nuisance=1" for r in ar)
+    control = slices.plan_slice(names["ar_capacity_supervised"], slices.BUDGETS["cpu600"])
+    assert {r.name for r in control} == {
+        f"ar-supervised{t}-s{s}" for t in ("", "-tokens64") for s in (0, 1, 2)
+    }
