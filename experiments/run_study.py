@@ -106,7 +106,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add(
         "--claims",
         action="store_true",
-        help="Only decide the claims of the study (protocol.CLAIMS) from its result files; run nothing.",
+        help="Only decide the claims of the study (claim_families.CLAIMS) from its result files; "
+        "run nothing.",
     )
     return parser.parse_args(argv)
 

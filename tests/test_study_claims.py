@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from infotok_jax.study import claims, multiplicity, protocol, provenance, results, slices
+from infotok_jax.study import claim_families, claims, multiplicity, protocol, provenance, results, slices
 
 
 def test_holm_steps_down_and_stops_at_the_first_kept_cell():
@@ -90,9 +90,12 @@ def _write(results_dir: pathlib.Path, name: str, scores: dict, dirty: bool = Fal
 
 
 def test_a_claim_shows_every_cell_leaves_dirty_results_out_and_applies_its_rule(tmp_path):
-    acc, count = protocol.UNDERSTANDING, protocol.ENDPOINT_COUNTS[protocol.UNDERSTANDING]
-    cells = (protocol._versus("ar", "hsic", "none", acc), protocol._versus("ar", "vib", "none", acc))
-    claim = protocol.Claim("t", "test claim", ("tiny",), "controls", (acc,), cells, "any_above", "rule")
+    acc, count = claim_families.UNDERSTANDING, claim_families.ENDPOINT_COUNTS[claim_families.UNDERSTANDING]
+    cells = (
+        claim_families.versus("ar", "hsic", "none", acc),
+        claim_families.versus("ar", "vib", "none", acc),
+    )
+    claim = claim_families.Claim("t", "test claim", ("tiny",), "controls", (acc,), cells, "any_above", "rule")
     base = {0: 0.50, 1: 0.60, 2: 0.70, 3: 0.55}
     for seed, b in base.items():
         _write(tmp_path, f"ar-none-s{seed}", {acc: b, count: 512})
@@ -119,7 +122,7 @@ def test_three_hosts_rule_needs_every_host_for_one_arm():
         return {
             "host": host,
             "name": name,
-            "endpoint": protocol.GENERATION,
+            "endpoint": claim_families.GENERATION,
             "n": 3,
             "lo_adj": lo,
             "hi_adj": 1,
@@ -134,7 +137,7 @@ def test_three_hosts_rule_needs_every_host_for_one_arm():
 def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
     budget = slices.BUDGETS["cpu2400full"]
     assert "--config.evaluation.max_batches=25" in budget.overrides  # 80 x 25 = the 2000 test examples
-    for contrast in protocol.SEQUENTIAL_PLAN:
+    for contrast in claim_families.SEQUENTIAL_PLAN:
         assert len(contrast.seeds) == 10 and contrast.study == "cpu2400full"
     names = {s.name: s for s in slices.SLICES}
     ar = slices.plan_slice(names["plan_ar_vib_supervised"], budget)

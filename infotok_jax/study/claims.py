@@ -1,6 +1,6 @@
-"""The claims of `protocol.CLAIMS` decided from the committed result files: every cell of a claim's family
-with its raw and Holm-adjusted intervals, the paired probability of improvement, the share of the
-paired variance that is evaluation sampling, and the verdict by the claim's stated rule.
+"""The claims of `claim_families.CLAIMS` decided from the committed result files: every cell of a
+claim's family with its raw and Holm-adjusted intervals, the paired probability of improvement, the
+share of the paired variance that is evaluation sampling, and the verdict by the claim's stated rule.
 
 A cell's value at seed s is the sum of its terms (sign x metric of one run of the same host and seed),
 defined only when every term's run has a result that counts toward claims (`provenance.eligibility`);
@@ -15,12 +15,12 @@ import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from infotok_jax.study import multiplicity, protocol, provenance
+from infotok_jax.study import claim_families, multiplicity, protocol, provenance
 
 SEEDS = tuple(range(20))  # seeds looked for; a cell uses those whose runs all have counting results
 
 
-def _run_names(claim: protocol.Claim, study: str) -> dict[tuple[str, str, str, int], str]:
+def _run_names(claim: claim_families.Claim, study: str) -> dict[tuple[str, str, str, int], str]:
     """(host, arm, label, seed) -> run name, for the claim's sweep under the budget of `study`."""
     from infotok_jax.study import slices
 
@@ -46,7 +46,7 @@ def load_study(results_dir: pathlib.Path, study: str) -> tuple[dict[str, dict], 
 
 
 def cell_seeds(
-    cell: protocol.Cell, names: dict[tuple[str, str, str, int], str], metrics: dict[str, dict]
+    cell: claim_families.Cell, names: dict[tuple[str, str, str, int], str], metrics: dict[str, dict]
 ) -> dict[int, dict[str, Any]]:
     """seed -> {"value": the cell's contrast, "terms": [(metric value, count)]} for the seeds whose every
     term's run has a counting result holding the metric."""
@@ -59,7 +59,7 @@ def cell_seeds(
             key = term.metric or cell.endpoint
             if scores is None or scores.get(key) is None:
                 break
-            count_key = protocol.ENDPOINT_COUNTS.get(key.replace(protocol.SHIFT_SPLIT, "test", 1))
+            count_key = claim_families.ENDPOINT_COUNTS.get(key.replace(claim_families.SHIFT_SPLIT, "test", 1))
             if count_key:
                 count_key = key.split("/", 1)[0] + "/" + count_key.split("/", 1)[1]
             values.append((term.sign, float(scores[key]), scores.get(count_key) if count_key else None))
@@ -75,7 +75,7 @@ def _sampling_variance(terms: Sequence[tuple[int, float, Any]]) -> float | None:
     return sum(multiplicity.binomial_variance(v, int(n)) for _, v, n in terms)
 
 
-def evaluate(claim: protocol.Claim, study: str, results_dir: pathlib.Path) -> dict[str, Any]:
+def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path) -> dict[str, Any]:
     """The claim at `study`: per cell the family statistics and sampling share, the verdict, and the
     results left out of it."""
     metrics, excluded = load_study(results_dir, study)
@@ -146,7 +146,7 @@ def _names(cells) -> str:
 
 
 def _short(endpoint: str) -> str:
-    return {protocol.UNDERSTANDING: "understanding", protocol.GENERATION: "generation"}.get(
+    return {claim_families.UNDERSTANDING: "understanding", claim_families.GENERATION: "generation"}.get(
         endpoint, endpoint
     )
 
@@ -204,7 +204,7 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
     """The claims as Markdown: per claim its rule, verdict and every cell of its family."""
     level = round(100 * (1 - multiplicity.ALPHA))
     lines = [
-        "## Claims (protocol.CLAIMS)",
+        "## Claims (claim_families.CLAIMS)",
         "",
         f"Per cell: mean paired contrast over seeds, raw {level}% t interval, the interval at Holm's "
         f"level for the cell (family-wise {level}%: `adjusted`, with its per-cell level), two-sided p "
@@ -251,6 +251,6 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def claims_of_study(study: str) -> list[protocol.Claim]:
+def claims_of_study(study: str) -> list[claim_families.Claim]:
     """The claims decided on the result files of `study`."""
-    return [c for c in protocol.CLAIMS if study in c.studies]
+    return [c for c in claim_families.CLAIMS if study in c.studies]

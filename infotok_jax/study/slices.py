@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from infotok_jax.study import protocol
+from infotok_jax.study import claim_families, protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +29,8 @@ BUDGETS: dict[str, Budget] = {
     "cpu1200": Budget(1200, "batch=32,eval_every=1200", "CPU scale: 1200 steps at batch 32"),
     "cpu2400": Budget(2400, "batch=32,eval_every=2400", "CPU scale: 2400 steps at batch 32"),
     # B scored on the whole 2000-example test split (80 x 25; 80 splits over 1-16 batch shards) and also at
-    # the shifted nuisance: the study of the sequential plan (protocol.SEQUENTIAL_PLAN), because evaluation
-    # sampling is a material part of the paired variance at 512 examples (docs/study.md)
+    # the shifted nuisance: the study of the sequential plan (claim_families.SEQUENTIAL_PLAN), because
+    # evaluation sampling is a material part of the paired variance at 512 examples (docs/study.md)
     "cpu2400full": Budget(
         2400,
         "batch=32,eval_every=2400",
@@ -38,7 +38,7 @@ BUDGETS: dict[str, Budget] = {
         (
             "--config.evaluation.batch_size=80",
             "--config.evaluation.max_batches=25",
-            f"--config.evaluation.shift_nuisance={protocol.SHIFT_NUISANCE:g}",
+            f"--config.evaluation.shift_nuisance={claim_families.SHIFT_NUISANCE:g}",
         ),
     ),
     "tiny": Budget(2, "tiny", "smoke test: tiny models, 2 steps"),
@@ -73,11 +73,11 @@ CAPACITY_FIRST = (
 )
 
 
-def _planned(contrast: protocol.PlannedContrast) -> Slice:
+def _planned(contrast: claim_families.PlannedContrast) -> Slice:
     """The slice of one contrast of the sequential plan: its two arms' main runs on its host, every seed."""
     cell = next(
         c
-        for c in protocol.CLAIMS_BY_KEY[contrast.claim].family
+        for c in claim_families.CLAIMS_BY_KEY[contrast.claim].family
         if (c.host, c.name, c.endpoint) == (contrast.host, contrast.cell, contrast.endpoint)
     )
     arms = tuple(dict.fromkeys(t.arm for t in cell.terms))
@@ -86,7 +86,7 @@ def _planned(contrast: protocol.PlannedContrast) -> Slice:
         "controls",
         (contrast.host,),
         seeds=contrast.seeds,
-        labels=tuple(protocol.HEADLINE[a] for a in arms),
+        labels=tuple(claim_families.HEADLINE[a] for a in arms),
         arms=arms,
         study=contrast.study,
     )
@@ -114,13 +114,13 @@ SLICES: tuple[Slice, ...] = (
     Slice("main", "main", protocol.HOSTS),
     # the three headline slices as one table: the main table at a budget (its runs are all theirs)
     Slice("main_table", "controls", protocol.HOSTS, labels=HEADLINE_LABELS),
-    *(_planned(c) for c in protocol.SEQUENTIAL_PLAN),
+    *(_planned(c) for c in claim_families.SEQUENTIAL_PLAN),
     # the capacity sweep's supervised control (claim `capacity_bottleneck`), at the sweep's own budget
     Slice(
         "ar_capacity_supervised",
         "capacity",
         ("ar",),
-        labels=protocol.CAPACITY_CONTROL_POINTS,
+        labels=claim_families.CAPACITY_CONTROL_POINTS,
         arms=("supervised",),
         study="cpu600",
     ),
