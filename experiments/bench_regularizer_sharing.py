@@ -30,23 +30,19 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from infotok_jax import estimators, infotok, sharding, tasks  # noqa: E402
-from infotok_jax.infotok import config as config_lib  # noqa: E402
-from infotok_jax.infotok import objective  # noqa: E402
+from infotok_jax.infotok import bottleneck  # noqa: E402
 from infotok_jax.training import train_state  # noqa: E402
 
 HOST_CONFIG = pathlib.Path(__file__).resolve().parent / "configs" / "host.py"
 
 
-def per_pair_dependences(config, z_view, others):
+def per_pair_dependences(z_view, others, *, kernel_z, bandwidth, hsic_estimator, normalized):
     """The old path: one independent (n)HSIC call per pair, Z's side rebuilt every time."""
-    bandwidth = config_lib.bandwidth(config)
-    fn = estimators.normalized_hsic if config.normalized else estimators.hsic
+    fn = estimators.normalized_hsic if normalized else estimators.hsic
     out = {}
     for name, (other, kernel) in others.items():
         a, b, ka, kb = (
-            (other, z_view, kernel, config.kernel_z)
-            if name == "compression"
-            else (z_view, other, config.kernel_z, kernel)
+            (other, z_view, kernel, kernel_z) if name == "compression" else (z_view, other, kernel_z, kernel)
         )
         out[name] = fn(
             a,
@@ -55,7 +51,7 @@ def per_pair_dependences(config, z_view, others):
             kernel_y=kb,
             bandwidth_x=bandwidth,
             bandwidth_y=bandwidth,
-            estimator=config.hsic_estimator,
+            estimator=hsic_estimator,
         )
     return out
 
@@ -63,12 +59,12 @@ def per_pair_dependences(config, z_view, others):
 @contextlib.contextmanager
 def old_path():
     """Traces the regularizer with the per-pair dependences (only while lowering the old variant)."""
-    shared = objective._dependences
-    objective._dependences = per_pair_dependences
+    shared = bottleneck._dependences
+    bottleneck._dependences = per_pair_dependences
     try:
         yield
     finally:
-        objective._dependences = shared
+        bottleneck._dependences = shared
 
 
 def load_config(arg: str):

@@ -1,6 +1,6 @@
 """Runs an absl binary's `main` as a program: `python -m infotok_jax.<binary>` or its console script.
 
-Two things `app.run` alone gets wrong here:
+Three things `app.run` alone gets wrong here:
 
 - Help. absl prints `sys.modules['__main__'].__doc__` and the flags it keys to `sys.argv[0]`. Under a
   console script (`infotok-train`, `infotok-evaluate`) `__main__` is the generated wrapper, which has no
@@ -13,6 +13,8 @@ Two things `app.run` alone gets wrong here:
   (`os._exit` after printing the traceback and flushing the logs): the launcher sees the status at once,
   and on a pod the others lose the process's heartbeats and stop. A clean exit (status 0, also after a
   SIGTERM checkpoint) still shuts down normally.
+- A pip install has no `experiments/configs`: `--config=host.py:...` names a packaged config
+  (`infotok_jax.configs.resolve_argv`, the one place a `--config` value is resolved).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import traceback
 from collections.abc import Callable
 
 from absl import app, flags, logging
+
+from infotok_jax import configs
 
 
 def _lend_help_to_wrapper(module_name: str) -> None:
@@ -56,7 +60,7 @@ def run(main: Callable[[list[str]], None], module_name: str) -> None:
     """`app.run(main)` for the binary defined in module `module_name` (pass `__name__`)."""
     _lend_help_to_wrapper(module_name)
     try:
-        app.run(main)
+        app.run(main, argv=configs.resolve_argv(sys.argv))
     except SystemExit as e:
         if e.code not in (None, 0) and _distributed():
             if not isinstance(e.code, int):

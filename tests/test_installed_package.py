@@ -2,8 +2,9 @@
 work (a gs:// data dir, a gs:// workdir without gcsfs) fail fast instead of becoming local folders.
 
 The end-to-end test installs a copy of the package with `pip install --no-deps --target` (a real,
-non-editable build; the dependencies come from the test's environment), runs a tiny training from a
-folder outside the repository with that copy first on sys.path, and checks that the installed tree is
+non-editable build; the dependencies come from the test's environment), runs a tiny training of the
+packaged host config (`infotok-train --config=host.py:tiny`) from a folder outside the repository with
+that copy first on sys.path, and checks that the installed tree is
 unchanged afterwards; the same install holds the LICENSE, `py.typed` and both console scripts, whose
 `--help` shows the binary's docstring.
 """
@@ -170,8 +171,8 @@ def test_installed_copy_trains_from_outside_the_repo_and_writes_nothing_into_its
         )  # fmt: skip
         assert helped.stdout.startswith(_first_doc_line(module)), helped.stdout + helped.stderr
         assert "--workdir" in helped.stdout
-    result = subprocess.run(
-        [sys.executable, "-m", "infotok_jax.train", f"--config={harness.HOST_CONFIG}:tiny", "--workdir=w"],
+    result = subprocess.run(  # the packaged config by name: no checkout needed
+        [str(site / "bin" / "infotok-train"), "--config=host.py:tiny", "--workdir=w"],
         env=env, cwd=outside, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]

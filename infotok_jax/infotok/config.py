@@ -12,10 +12,11 @@ import ml_collections
 
 from infotok_jax.estimators.validation import ESTIMATORS as HSIC_ESTIMATORS
 from infotok_jax.estimators.validation import KERNELS
+from infotok_jax.infotok import bottleneck
+from infotok_jax.infotok.views import Z_VIEWS
 
-ESTIMATORS = ("none", "vib", "hsic", "supervised")
+ESTIMATORS = ("none", *bottleneck.IB_ESTIMATORS, "supervised")
 RELEVANCE_TARGETS = ("text", "attributes", "label")
-Z_VIEWS = ("pooled", "flat")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -25,11 +26,11 @@ def default_config() -> ml_collections.ConfigDict:
         "hsic"  # "none" | "vib" (variational rate) | "hsic" (normalized HSIC) | "supervised" (control)
     )
     c.relevance_target = "text"  # Y: "text" (question+answer words) | "attributes" / "label" (privileged)
-    c.beta = 0.006  # compression weight on C(X;Z): nHSIC(X,Z) (hsic) or the rate in nats/token (vib)
-    c.lambda_y = 0.05  # relevance weight: nHSIC(Z,Y) (hsic; unused by vib) or the Y-probe loss (supervised)
-    c.lambda_c = 0.05  # consistency weight: nHSIC(Z,T) (hsic, vib) or the caption InfoNCE loss (supervised)
+    c.beta = bottleneck.DEFAULT_BETA  # compression weight: nHSIC(X,Z) (hsic) or the rate, nats/token (vib)
+    c.lambda_y = bottleneck.DEFAULT_LAMBDA_Y  # relevance: nHSIC(Z,Y) (hsic; unused by vib) or Y-probe
+    c.lambda_c = bottleneck.DEFAULT_LAMBDA_C  # consistency: nHSIC(Z,T) or caption InfoNCE (supervised)
     c.warmup_steps = 200  # IB weights ramp linearly from 0 over these steps
-    c.z_view = "pooled"  # Z per image for batch-level HSIC: "pooled" (mean over tokens) | "flat" (N*D)
+    c.z_view = bottleneck.DEFAULT_Z_VIEW  # Z per image: "pooled" (mean over tokens) | "flat" (N*D)
     c.z_source = "z_pre"  # which tokenizer output is Z: "z_pre" (pre-quantization) | "z" (what the LLM eats)
     c.x_view_size = 8  # X view: image average-pooled to x_view_size^2 x 3 and flattened
     c.kernel_x = "gaussian"  # kernel on the X view

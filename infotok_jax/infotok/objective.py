@@ -10,13 +10,13 @@ with w(step) a linear warm-up from 0 to 1. Arms (config.infotok.estimator):
               on the AR host, whose lm_grad_to_tokenizer is 0), so lambda_y is unused; consistency is
               nHSIC(Z, T).
   hsic        C = nHSIC(X, Z), R(Z;Y) = nHSIC(Z, Y), R(Z;T) = nHSIC(Z, T), Gaussian kernels with median
-              bandwidths under stop-gradient (all settings in config.infotok). Z's side (bandwidth, Gram
-              matrix, centring) is built once and the three dependences are one batched reduction
-              (`estimators.hsic_one_to_many`).
+              bandwidths under stop-gradient (all settings in config.infotok).
   supervised  the control: no compression; w * (lambda_y * probe + lambda_c * alignment), the losses of the
               heads in controls.py, computed by the task and passed in as `control_losses`.
 A term whose weight is 0 is not computed at all (per-term ablations are weight overrides), so it adds no
 gradient and its metric is absent from the training metrics (evaluation still measures every term).
+The vib and hsic arms are one implementation, `bottleneck.ib_loss` (the plain function other projects
+import); `regularizer` only maps `config.infotok` onto its keywords and applies the warm-up.
 """
 
 from __future__ import annotations
@@ -29,37 +29,18 @@ import jax.numpy as jnp
 import ml_collections
 
 from infotok_jax import estimators
+from infotok_jax.infotok import bottleneck, views
 from infotok_jax.infotok import config as config_lib
-from infotok_jax.infotok import views
 
 Array = jax.Array
+_HSIC_TERMS = ("compression", "relevance", "consistency")
 
 
-def warmup_factor(step: Array, warmup_steps: int) -> Array:
+def warmup_factor(step: Array | int, warmup_steps: int) -> Array:
     """Linear ramp 0 -> 1 over `warmup_steps` (1 from the start when warmup_steps == 0)."""
     if warmup_steps <= 0:
         return jnp.ones((), jnp.float32)
-    return jnp.clip(step.astype(jnp.float32) / warmup_steps, 0.0, 1.0)
-
-
-def _dependences(
-    config: ml_collections.ConfigDict, z_view: Array, others: dict[str, tuple[Array, str]]
-) -> dict:
-    """{name: (n)HSIC(Z, other)} for each (array, kernel) in `others`, sharing Z's Gram work."""
-    if not others:
-        return {}
-    bandwidth = config_lib.bandwidth(config)
-    values = estimators.hsic_one_to_many(
-        z_view,
-        [a for a, _ in others.values()],
-        kernel_z=config.kernel_z,
-        kernels=[k for _, k in others.values()],
-        bandwidth_z=bandwidth,
-        bandwidths=[bandwidth] * len(others),
-        estimator=config.hsic_estimator,
-        normalized=config.normalized,
-    )
-    return {name: values[i] for i, name in enumerate(others)}
+    return jnp.clip(jnp.asarray(step).astype(jnp.float32) / warmup_steps, 0.0, 1.0)
 
 
 def rate_nats_per_token(tokenizer_out: dict[str, Array]) -> Array:
@@ -77,6 +58,38 @@ def _check_views(x_view_BxF: Array, z_BxNxD: Array, y_BxE: Array, t_BxE: Array) 
     chex.assert_equal_shape_prefix([x_view_BxF, z_BxNxD, y_BxE, t_BxE], prefix_len=1)
 
 
+def ib_keywords(config: ml_collections.ConfigDict) -> dict:
+    """`config.infotok` as the hyperparameter keywords of `bottleneck.ib_loss` (the ConfigDict stops here)."""
+    return dict(
+        beta=config.beta,
+        lambda_y=config.lambda_y,
+        lambda_c=config.lambda_c,
+        estimator=config.estimator,
+        z_view=config.z_view,
+        kernel_x=config.kernel_x,
+        kernel_z=config.kernel_z,
+        kernel_y=config.kernel_y,
+        kernel_t=config.kernel_t,
+        bandwidth=config_lib.bandwidth(config),
+        hsic_estimator=config.hsic_estimator,
+        normalized=config.normalized,
+    )
+
+
+def _supervised(
+    config: ml_collections.ConfigDict, control_losses: dict[str, Array] | None
+) -> tuple[Array, dict[str, Array]]:
+    """The control arm: no compression; lambda_y * probe + lambda_c * alignment (unweighted by warm-up)."""
+    if control_losses is None:
+        raise ValueError("config.infotok.estimator='supervised' needs the control heads' losses")
+    metrics, loss = {}, jnp.zeros((), jnp.float32)
+    for name, w in (("probe", config.lambda_y), ("alignment", config.lambda_c)):
+        if w > 0:
+            metrics[f"infotok/{name}_loss"] = control_losses[name]
+            loss = loss + w * control_losses[name]
+    return loss, metrics
+
+
 def regularizer(
     config: ml_collections.ConfigDict,
     *,
@@ -90,43 +103,34 @@ def regularizer(
 ) -> tuple[Array, dict[str, Array]]:
     """Returns (weighted regularizer to add to the loss, its unweighted terms as metrics).
 
-    `control_losses` ({"probe", "alignment"} from `controls.SupervisedControls`) is required by the
-    "supervised" arm and ignored by the others.
+    The project's tasks call this thin adapter; the vib and hsic arms are `bottleneck.ib_loss` with the
+    config's keywords, times the warm-up. `control_losses` ({"probe", "alignment"} from
+    `controls.SupervisedControls`) is required by the "supervised" arm and ignored by the others.
     """
     if config.estimator == "none":
         return jnp.zeros((), jnp.float32), {}
-    _check_views(x_view_BxF, z_BxNxD, y_BxE, t_BxE)
+    if config.estimator not in config_lib.ESTIMATORS:
+        raise ValueError(
+            f"config.infotok.estimator: unknown estimator {config.estimator!r}; choose one of "
+            f"{config_lib.ESTIMATORS}"
+        )
     weight = warmup_factor(step, config.warmup_steps)
-    metrics = {"infotok/weight": weight}
-    loss = jnp.zeros((), jnp.float32)
     if config.estimator == "supervised":
-        if control_losses is None:
-            raise ValueError("config.infotok.estimator='supervised' needs the control heads' losses")
-        for name, w in (("probe", config.lambda_y), ("alignment", config.lambda_c)):
-            if w > 0:
-                metrics[f"infotok/{name}_loss"] = control_losses[name]
-                loss = loss + w * control_losses[name]
-        metrics["infotok/regularizer"] = loss
-        return weight * loss, metrics
-    z_view = views.token_view(z_BxNxD.astype(jnp.float32), config.z_view)
-    if config.estimator == "vib":
-        terms = {"consistency": (t_BxE, config.kernel_t, -config.lambda_c)}
+        loss, metrics = _supervised(config, control_losses)
     else:
-        terms = {
-            "compression": (x_view_BxF, config.kernel_x, config.beta),
-            "relevance": (y_BxE, config.kernel_y, -config.lambda_y),
-            "consistency": (t_BxE, config.kernel_t, -config.lambda_c),
-        }
-    terms = {name: term for name, term in terms.items() if term[2] != 0}
-    values = _dependences(config, z_view, {name: (a, k) for name, (a, k, _) in terms.items()})
-    for name, (_, _, w) in terms.items():
-        metrics[f"infotok/{name}"] = values[name]
-        loss = loss + w * values[name]
-    if config.estimator == "vib" and config.beta > 0:
-        rate = rate_nats_per_token(tokenizer_out)
-        metrics["infotok/rate_bits_per_token"] = rate / math.log(2.0)
-        loss = loss + config.beta * rate
-    metrics["infotok/regularizer"] = loss
+        vib = config.estimator == "vib"
+        loss, terms = bottleneck.ib_loss(
+            z_BxNxD,
+            x=None if vib else x_view_BxF,
+            y=None if vib else y_BxE,  # VIB's relevance is the host's own task losses
+            t=t_BxE,
+            rate=rate_nats_per_token(tokenizer_out) if vib and config.beta > 0 else None,
+            **ib_keywords(config),
+        )
+        metrics = {f"infotok/{name}": terms[name] for name in _HSIC_TERMS if name in terms}
+        if "rate" in terms:
+            metrics["infotok/rate_bits_per_token"] = terms["rate"] / math.log(2.0)
+    metrics = {"infotok/weight": weight, **metrics, "infotok/regularizer": loss}
     return weight * loss, metrics
 
 

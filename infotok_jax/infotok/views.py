@@ -20,6 +20,8 @@ import jax.numpy as jnp
 
 from infotok_jax.data import scenes_spec
 
+Z_VIEWS = ("pooled", "flat")
+
 
 def pixel_view(images_BxHxWx3: jax.Array, size: int) -> jax.Array:
     """Average-pools images to (size, size) and flattens to (B, size*size*3)."""
@@ -34,7 +36,9 @@ def token_view(z_BxNxD: jax.Array, view: str) -> jax.Array:
     """One vector per image: the mean over tokens ("pooled") or all tokens concatenated ("flat")."""
     if view == "pooled":
         return z_BxNxD.mean(axis=1)
-    return z_BxNxD.reshape(z_BxNxD.shape[0], -1)
+    if view == "flat":
+        return z_BxNxD.reshape(z_BxNxD.shape[0], -1)
+    raise ValueError(f"z_view must be one of {Z_VIEWS}; got {view!r}")
 
 
 def scene_attribute_embedding(objects_BxOx4: jax.Array) -> jax.Array:
