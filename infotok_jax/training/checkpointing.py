@@ -4,9 +4,11 @@ Each checkpoint step holds three items: the sharded train state, the data iterat
 small metadata record. Orbax writes into `<step>.orbax-checkpoint-tmp` and renames on commit, so a crash
 mid-save leaves the previous complete step as `latest_step()`; leftover tmp directories are removed when
 a writer opens the manager (never by a read-only reader, which could be deleting a live save). Each
-committed step gets sha256 checksums (`checkpoint_integrity`); a restore tries the newest step that
-verifies and restores, falling back step by step with a warning. Restores go through an abstract
-state carrying the *current* mesh's shardings, so a checkpoint written on 8 devices restores onto 4.
+step gets sha256 checksums (`checkpoint_integrity`), written into it before orbax commits it, so a
+committed step without them was tampered with or interrupted; a restore tries the newest step that
+verifies and restores, falling back step by step with a warning (a step without checksums is refused).
+Restores go through an abstract state carrying the *current* mesh's shardings, so a checkpoint written
+on 8 devices restores onto 4.
 
 The workdir may be local or gs:// (`infotok_jax.storage`): orbax gets a gs:// path as it is (tensorstore
 writes the arrays, epath/gcsfs the small files) and on a bucket commits a step with a
@@ -19,7 +21,9 @@ written, so a workdir holding good checkpoints is never overwritten by an incomp
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -59,6 +63,10 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 _ITEMS = ("state", "data", "meta")
+
+# A state whose parameter norm grew past this factor of the norm its run started from (at least 1) has
+# diverged and is never saved; ordinary training stays well within 10x.
+PARAM_NORM_GROWTH_LIMIT = 1e3
 
 
 class IncompatibleWorkdirError(ValueError):
@@ -148,6 +156,7 @@ class Checkpointer:
         # orbax's tensorstore backend rejects relative paths; `--workdir=runs/x` must still work.
         self.directory = storage.as_path(directory)
         self._read_only = read_only
+        self._saving: int | None = None  # the step of the async save in flight
         if read_only:
             if not self.directory.is_dir():
                 raise FileNotFoundError(f"no checkpoint directory {self.directory}")
@@ -160,9 +169,14 @@ class Checkpointer:
                 create=True,
                 cleanup_tmp_directories=True,
                 enable_async_checkpointing=async_save,
+                # hashes the finished files before orbax commits the step (process 0 only)
+                async_options=ocp.AsyncOptions(post_finalization_callback=self._hash_before_commit)
+                if async_save
+                else None,
             )
         self._manager = ocp.CheckpointManager(self.directory, item_names=_ITEMS, options=options)
         self._unhashed: list[int] = []
+        self._async = async_save and not read_only
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -181,6 +195,7 @@ class Checkpointer:
         if self._read_only:
             raise RuntimeError(f"{self.directory} was opened read-only")
         self.wait_until_finished()
+        self._saving = step
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -191,18 +206,36 @@ class Checkpointer:
             force=True,
         )
         self._unhashed.append(step)
+        if not self._async:  # no finalization callback: hash right after the (blocking) save
+            self._write_pending_checksums()
+
+    def _hash_before_commit(self) -> None:
+        """Writes the checksum file into the finished, not yet committed step (orbax's finalization
+        callback, on process 0): the step appears with its checksums, so no kill can leave it without."""
+        step = self._saving
+        try:
+            uncommitted = [
+                path
+                for path in self.directory.iterdir()
+                if path.name == str(step) or path.name.startswith(f"{step}.orbax-checkpoint-tmp")
+            ]  # a temporary directory on disk; on a bucket the step itself, committed by a marker object
+            for path in uncommitted:
+                checkpoint_integrity.write_checksums(path)
+        except Exception as e:  # the save itself must not fail; the step is then refused on restore
+            logging.warning("Could not write checksums of checkpoint step %s: %r", step, e)
 
     def _write_pending_checksums(self) -> None:
+        """Checksums of steps saved without the finalization callback (synchronous saves)."""
         steps, self._unhashed = self._unhashed, []
         if jax.process_index() != 0:
             return
         for step in steps:
             step_dir = self.step_dir(step)
-            if not step_dir.exists():  # already rotated out by max_to_keep
-                continue
+            if not step_dir.exists() or checkpoint_integrity.has_checksums(step_dir):
+                continue  # rotated out by max_to_keep, or hashed before its commit
             try:
                 checkpoint_integrity.write_checksums(step_dir)
-            except Exception as e:  # the step stays usable, only unverified
+            except Exception as e:  # the step stays, but a restore refuses it (no checksums)
                 logging.warning("Could not write checksums of checkpoint step %d: %r", step, e)
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict, dict]:
@@ -245,11 +278,10 @@ class Checkpointer:
         no step is usable.
         """
         failures: list[tuple[int, str]] = []
-        for step in sorted(self.all_steps(), reverse=True):
+        for i, step in enumerate(sorted(self.all_steps(), reverse=True)):
             problem = checkpoint_integrity.verify(self.step_dir(step))
             if problem == checkpoint_integrity.NO_CHECKSUMS:
-                logging.warning("Checkpoint step %d is unverified: %s.", step, problem)
-                problem = None
+                problem = _unverifiable(step, newest=i == 0)
             if problem is None:
                 try:
                     result = restore(step)
@@ -278,19 +310,25 @@ class Checkpointer:
         if not failures:
             return None
         detail = "; ".join(f"step {s}: {p}" for s, p in failures)
+        unhashed = [s for s, p in failures if checkpoint_integrity.NO_CHECKSUMS_REASON in p]
+        trust = (
+            " A step without a checksum file that you trust can be vouched for with python -m "
+            f"infotok_jax.training.checkpoint_integrity {self.step_dir(unhashed[0])}."
+            if unhashed
+            else ""
+        )
         raise NoUsableCheckpointError(
             f"no usable checkpoint in {self.directory} ({detail}). Move the directory aside (or use a new "
-            "--workdir) to start from scratch, or restore the files from a backup."
+            f"--workdir) to start from scratch, or restore the files from a backup.{trust}"
         )
 
     def _quarantine(self, steps: list[int]) -> None:
         """Moves unusable steps out of the checkpoint directory (process 0), then rereads the step list."""
         if jax.process_index() == 0:
             target_dir = self.directory.parent / "corrupt_checkpoints"
-            target_dir.mkdir(parents=True, exist_ok=True)
             for step in steps:
                 target = target_dir / f"{step}_{int(time.time())}"
-                self.step_dir(step).rename(target)
+                storage.move_tree(self.step_dir(step), target)  # a bucket has no folder to rename into
                 logging.warning("Moved unusable checkpoint step %d to %s.", step, target)
         distributed.barrier("quarantined unusable checkpoints")
         self._manager.reload()
@@ -309,19 +347,61 @@ class Checkpointer:
         self._manager.close()
 
 
-def make_finite_check(mesh: Mesh) -> Callable[[PyTree], bool]:
-    """A jitted check that every floating-point leaf of a (sharded) tree is finite; run before each save.
+def _unverifiable(step: int, newest: bool) -> str:
+    """Why a step without a checksum file is not restored (its files could hold anything)."""
+    if newest:
+        return (
+            f"{checkpoint_integrity.NO_CHECKSUMS_REASON}: its files cannot be verified (a save interrupted "
+            "before its hashing, or a deleted file), so it is not restored"
+        )
+    return (
+        f"{checkpoint_integrity.NO_CHECKSUMS_REASON}, though it was hashed before any newer step was saved: "
+        "the file was deleted, an error"
+    )
 
-    One reduction to a replicated scalar, so every process gets the same answer.
-    """
 
-    def all_finite(tree: PyTree) -> jax.Array:
+@dataclasses.dataclass(frozen=True)
+class StateHealth:
+    """What the guard before a save reads of a train state: all floating-point leaves finite
+    (parameters, model state, optimizer moments) and the global parameter norm."""
+
+    finite: bool
+    l2_params: float
+
+    def problem(self, start_l2_params: float) -> str | None:
+        """Why the state must not be saved, or None. A state can be finite and already lost: after one
+        step at a huge learning rate the parameters are ~1e38 (the norm overflows to inf), or many
+        orders of magnitude above where the run started; saving it made "resume with a lower learning
+        rate" resume a diverged state and fail again."""
+        if not self.finite:
+            return "non-finite values in the train state (parameters or optimizer state)"
+        limit = PARAM_NORM_GROWTH_LIMIT * max(start_l2_params, 1.0)
+        if not math.isfinite(self.l2_params) or self.l2_params > limit:
+            return (
+                f"diverged parameters (l2_params={self.l2_params:.3g}, over {PARAM_NORM_GROWTH_LIMIT:g} "
+                f"times the {start_l2_params:.3g} this run started from)"
+            )
+        return None
+
+
+def make_state_check(mesh: Mesh) -> Callable[[PyTree], StateHealth]:
+    """A jitted check of a (sharded) train state, run before each save: one reduction to replicated
+    scalars, so every process gets the same answer."""
+
+    def health(state: PyTree) -> tuple[jax.Array, jax.Array]:
         flags = [
-            jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
+            jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)
         ]
-        return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+        squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(state.params)]
+        finite = jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+        return finite, jnp.sqrt(sum(squares, jnp.float32(0.0)))
 
     jitted = distributed.CompiledTogether(
-        jax.jit(all_finite, out_shardings=NamedSharding(mesh, PartitionSpec())), "all_finite"
+        jax.jit(health, out_shardings=NamedSharding(mesh, PartitionSpec())), "state_health"
     )
-    return lambda tree: bool(jax.device_get(jitted(tree)))
+
+    def check(state: PyTree) -> StateHealth:
+        finite, l2_params = jax.device_get(jitted(state))
+        return StateHealth(finite=bool(finite), l2_params=float(l2_params))
+
+    return check

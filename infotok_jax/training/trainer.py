@@ -7,10 +7,11 @@ The binary builds the task and hands it in. Resume order (first that applies): t
 Every process runs every jitted computation (train step, evaluation, visualization) on global arrays;
 only process 0 writes files. The workdir may be local or `gs://` (paths go through `etils.epath`).
 
-Failure behaviour: a non-finite loss or gradient, or a non-finite train state about to be saved, stops
-the run with the step range named and no further checkpoint written; SIGTERM or SIGINT (or a multi-host
-preemption notice) saves the current step and returns normally; an incompatible config never touches an
-existing workdir, and a second run in a locked workdir is refused (`workdir_lock`).
+Failure behaviour: a non-finite loss or gradient, or a train state about to be saved that is non-finite
+or diverged (`checkpointing.StateHealth`), stops the run with the step range named and no further
+checkpoint written; SIGTERM or SIGINT (or a multi-host preemption notice) saves the current step and
+returns normally; an incompatible config never touches an existing workdir, and a second run in a
+locked workdir is refused (`workdir_lock`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from infotok_jax.training.task import Task
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss, the gradient norm or the train state became NaN or Inf."""
+    """The loss, the gradient norm or the train state became NaN or Inf, or the parameters diverged."""
 
 
 class _StopSignalFlag:
@@ -205,7 +206,8 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
     evaluate = _Evaluator(task, mesh, config, writer)
     progress = run_log.ProgressReporter(config.num_train_steps, config.log_every_steps, timer)
     stop_signal = _StopSignalFlag()
-    state_is_finite = checkpointing.make_finite_check(mesh)
+    state_health = checkpointing.make_state_check(mesh)
+    start_l2_params = state_health(state).l2_params  # divergence is measured from here
     last_finite_step = start_step
     last_checkpoint = latest
 
@@ -246,8 +248,8 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             if completed % config.checkpoint_every_steps == 0 or is_last or preempted:
                 record(*pending)
                 pending = None
-                if not state_is_finite(state):
-                    what = "non-finite values in the train state (parameters or optimizer state)"
+                what = state_health(state).problem(start_l2_params)
+                if what is not None:  # never saved, so the last checkpoint stays a good one
                     first = (start_step if last_checkpoint is None else last_checkpoint) + 1
                     directory = workdir / "checkpoints"
                     raise NonFiniteLossError(
