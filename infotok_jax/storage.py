@@ -107,6 +107,7 @@ def move_tree(source: epath.PathLike, target: epath.PathLike) -> None:
     source_key = fs._strip_protocol(uri).rstrip("/")
     target_key = fs._strip_protocol(os.fspath(target)).rstrip("/")
     for key in fs.find(source_key):
-        fs.copy(key, target_key + key[len(source_key) :])
-    fs.rm(source_key, recursive=True)
-    fs.invalidate_cache()
+        fs.copy(key, target_key + key[len(source_key) :])  # server-side
+    # deleted through epath's own gcsfs instance, so that its cached listings (which orbax reads) forget
+    # the source
+    epath.Path(source).rmtree()

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import jax
@@ -305,6 +306,56 @@ def test_a_lock_whose_heartbeat_stopped_is_taken_over_from_another_host(copy, ca
     stopped = re.search(r"whose heartbeat stopped (\d+) s ago", caplog.text)
     assert stopped and silent <= int(stopped.group(1)) < silent + 120, caplog.text
     assert not (copy / workdir_lock.LOCK_FILE).exists()
+
+
+_RACER = """
+import sys, time
+from infotok_jax.training import workdir_lock
+
+stale = workdir_lock.WorkdirLock._stale
+# every racer judges the lock stale before any of them acts: the widest window a takeover can have
+workdir_lock.WorkdirLock._stale = lambda self, holder: (stale(self, holder), time.sleep(0.5))[0]
+workdir, go = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+while not __import__("os").path.exists(go):
+    time.sleep(0.005)
+try:
+    workdir_lock.WorkdirLock(workdir).acquire()
+    print("won", flush=True)
+except workdir_lock.WorkdirLockedError:
+    print("refused", flush=True)
+sys.stdin.read()  # holds the lock (if won) until the test closes stdin
+"""
+
+
+def test_of_several_runs_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _write_lock(tmp_path, socket.gethostname(), dead.pid)
+    go = tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(tmp_path), str(go)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=harness.env_for(1),
+            cwd=harness.REPO,
+        )
+        for _ in range(4)
+    ]
+    try:
+        assert [r.stdout.readline().strip() for r in racers] == ["ready"] * 4
+        go.touch()
+        outcomes = [r.stdout.readline().strip() for r in racers]
+        holder = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())
+    finally:
+        for r in racers:
+            r.stdin.close()
+            r.wait(timeout=60)
+    assert sorted(outcomes) == ["refused", "refused", "refused", "won"], outcomes
+    assert holder["pid"] == racers[outcomes.index("won")].pid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", workdir_lock.LOCK_FILE]  # no claim left
 
 
 def test_the_holder_refreshes_its_heartbeat_until_it_releases(tmp_path, monkeypatch):
