@@ -15,6 +15,7 @@ the `gcs` extra: `pip install 'infotok-jax[gcs]'`). Two things differ on a bucke
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import tempfile
@@ -111,3 +112,13 @@ def move_tree(source: epath.PathLike, target: epath.PathLike) -> None:
     # deleted through epath's own gcsfs instance, so that its cached listings (which orbax reads) forget
     # the source
     epath.Path(source).rmtree()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, is ENOSPC (orbax and tensorstore re-raise it
+    under other types, keeping the text)."""
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
