@@ -49,9 +49,9 @@ def main(argv: list[str]) -> None:
         if not storage.is_disk_full(e):
             raise
         _exit_with_error(
-            f"no space left on the device of --workdir {_WORKDIR.value} (ENOSPC); the checkpoints saved before "
-            "are intact: free space (or move the workdir to a larger disk) and run the same command again, "
-            "it resumes from the last checkpoint"
+            f"no space left on the device of --workdir {_WORKDIR.value} (ENOSPC); the checkpoints saved "
+            "before are intact: free space (or move the workdir to a larger disk) and run the same command "
+            "again, it resumes from the last checkpoint"
         )
 
 
