@@ -343,8 +343,12 @@ class Checkpointer:
         self._write_pending_checksums()
 
     def close(self) -> None:
-        self.wait_until_finished()
-        self._manager.close()
+        """Finishes the save in flight and stops orbax's threads, also when that save failed (a full
+        disk): left running, they print tracebacks at interpreter exit."""
+        try:
+            self.wait_until_finished()
+        finally:
+            self._manager.close()
 
 
 def _unverifiable(step: int, newest: bool) -> str:

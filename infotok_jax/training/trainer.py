@@ -274,10 +274,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             record(*pending)
     finally:
         with timer.stage("checkpoint_s"):
-            checkpointer.wait_until_finished()
-            checkpointer.close()
-        writer.close()
-        stop_signal.restore()
+            _close_all(checkpointer.close, writer.close, stop_signal.restore)
     elapsed = time.perf_counter() - train_start
     timer.seconds["train_s"] += max(elapsed - timer.seconds["eval_s"] - timer.seconds["checkpoint_s"], 0.0)
 
@@ -286,6 +283,18 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         if int(jax.device_get(state.step)) == config.num_train_steps:
             _plot_information_plane(task, workdir)
     return final_metrics
+
+
+def _close_all(*closers) -> None:
+    """Calls every closer even when one fails (a full disk fails them all); raises the first error."""
+    errors = []
+    for close in closers:
+        try:
+            close()
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def _plot_information_plane(task: Task, workdir: epath.Path) -> None:
