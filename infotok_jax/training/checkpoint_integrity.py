@@ -24,8 +24,7 @@ from etils import epath
 from infotok_jax import storage
 
 CHECKSUMS_FILE = "checksums_sha256.json"
-NO_CHECKSUMS_REASON = f"no checksum file ({CHECKSUMS_FILE})"
-NO_CHECKSUMS = NO_CHECKSUMS_REASON
+NO_CHECKSUMS = f"no checksum file ({CHECKSUMS_FILE})"
 _CHUNK = 1 << 22
 # Top-level files that orbax (re)writes when it commits the step, after the hashing: the step metadata
 # (commit time; the items restore without it) and, on a bucket, the commit marker.

@@ -21,20 +21,16 @@ written, so a workdir holding good checkpoints is never overwritten by an incomp
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from infotok_jax import distributed, storage
 from infotok_jax.training import checkpoint_integrity, config_checks
@@ -63,10 +59,6 @@ RESUMABLE_FIELDS = frozenset(
 )
 
 _ITEMS = ("state", "data", "meta")
-
-# A state whose parameter norm grew past this factor of the norm its run started from (at least 1) has
-# diverged and is never saved; ordinary training stays well within 10x.
-PARAM_NORM_GROWTH_LIMIT = 1e3
 
 
 class IncompatibleWorkdirError(ValueError):
@@ -272,10 +264,10 @@ class Checkpointer:
     def restore_newest_valid(self, restore: Callable[[int], T]) -> tuple[int, T] | None:
         """(step, restore(step)) for the newest step that verifies and restores; None without steps.
 
-        Older steps are tried in turn, each unusable one named in a warning with the reason. A writer
-        moves the unusable steps newer than the one used to `<workdir>/corrupt_checkpoints/` (kept for
-        inspection, and so that the run can save those steps again). Raises NoUsableCheckpointError when
-        no step is usable.
+        Older steps are tried in turn, each unusable one named in a warning with the reason; a step
+        without a checksum file is unusable (`_unverifiable`). A writer moves the unusable steps newer
+        than the one used to `<workdir>/corrupt_checkpoints/` (kept for inspection, and so that the run
+        can save those steps again). Raises NoUsableCheckpointError when no step is usable.
         """
         failures: list[tuple[int, str]] = []
         for i, step in enumerate(sorted(self.all_steps(), reverse=True)):
@@ -310,7 +302,7 @@ class Checkpointer:
         if not failures:
             return None
         detail = "; ".join(f"step {s}: {p}" for s, p in failures)
-        unhashed = [s for s, p in failures if checkpoint_integrity.NO_CHECKSUMS_REASON in p]
+        unhashed = [s for s, p in failures if checkpoint_integrity.NO_CHECKSUMS in p]
         trust = (
             " A step without a checksum file that you trust can be vouched for with python -m "
             f"infotok_jax.training.checkpoint_integrity {self.step_dir(unhashed[0])}."
@@ -355,57 +347,10 @@ def _unverifiable(step: int, newest: bool) -> str:
     """Why a step without a checksum file is not restored (its files could hold anything)."""
     if newest:
         return (
-            f"{checkpoint_integrity.NO_CHECKSUMS_REASON}: its files cannot be verified (a save interrupted "
+            f"{checkpoint_integrity.NO_CHECKSUMS}: its files cannot be verified (a save interrupted "
             "before its hashing, or a deleted file), so it is not restored"
         )
     return (
-        f"{checkpoint_integrity.NO_CHECKSUMS_REASON}, though it was hashed before any newer step was saved: "
+        f"{checkpoint_integrity.NO_CHECKSUMS}, though it was hashed before any newer step was saved: "
         "the file was deleted, an error"
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class StateHealth:
-    """What the guard before a save reads of a train state: all floating-point leaves finite
-    (parameters, model state, optimizer moments) and the global parameter norm."""
-
-    finite: bool
-    l2_params: float
-
-    def problem(self, start_l2_params: float) -> str | None:
-        """Why the state must not be saved, or None. A state can be finite and already lost: after one
-        step at a huge learning rate the parameters are ~1e38 (the norm overflows to inf), or many
-        orders of magnitude above where the run started; saving it made "resume with a lower learning
-        rate" resume a diverged state and fail again."""
-        if not self.finite:
-            return "non-finite values in the train state (parameters or optimizer state)"
-        limit = PARAM_NORM_GROWTH_LIMIT * max(start_l2_params, 1.0)
-        if not math.isfinite(self.l2_params) or self.l2_params > limit:
-            return (
-                f"diverged parameters (l2_params={self.l2_params:.3g}, over {PARAM_NORM_GROWTH_LIMIT:g} "
-                f"times the {start_l2_params:.3g} this run started from)"
-            )
-        return None
-
-
-def make_state_check(mesh: Mesh) -> Callable[[PyTree], StateHealth]:
-    """A jitted check of a (sharded) train state, run before each save: one reduction to replicated
-    scalars, so every process gets the same answer."""
-
-    def health(state: PyTree) -> tuple[jax.Array, jax.Array]:
-        flags = [
-            jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)
-        ]
-        squares = [jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(state.params)]
-        finite = jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
-        return finite, jnp.sqrt(sum(squares, jnp.float32(0.0)))
-
-    jitted = distributed.CompiledTogether(
-        jax.jit(health, out_shardings=NamedSharding(mesh, PartitionSpec())), "state_health"
-    )
-
-    def check(state: PyTree) -> StateHealth:
-        finite, l2_params = jax.device_get(jitted(state))
-        return StateHealth(finite=bool(finite), l2_params=float(l2_params))
-
-    return check

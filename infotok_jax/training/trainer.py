@@ -8,7 +8,7 @@ Every process runs every jitted computation (train step, evaluation, visualizati
 only process 0 writes files. The workdir may be local or `gs://` (paths go through `etils.epath`).
 
 Failure behaviour: a non-finite loss or gradient, or a train state about to be saved that is non-finite
-or diverged (`checkpointing.StateHealth`), stops the run with the step range named and no further
+or diverged (`state_health`), stops the run with the step range named and no further
 checkpoint written; SIGTERM or SIGINT (or a multi-host preemption notice) saves the current step and
 returns normally; an incompatible config never touches an existing workdir, and a second run in a
 locked workdir is refused (`workdir_lock`).
@@ -36,6 +36,7 @@ from infotok_jax.training import (
     timing,
     workdir_lock,
 )
+from infotok_jax.training import state_health as state_health_lib
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
@@ -206,7 +207,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
     evaluate = _Evaluator(task, mesh, config, writer)
     progress = run_log.ProgressReporter(config.num_train_steps, config.log_every_steps, timer)
     stop_signal = _StopSignalFlag()
-    state_health = checkpointing.make_state_check(mesh)
+    state_health = state_health_lib.make_state_check(mesh)
     start_l2_params = state_health(state).l2_params  # divergence is measured from here
     last_finite_step = start_step
     last_checkpoint = latest
