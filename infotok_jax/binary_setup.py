@@ -15,7 +15,7 @@ import threading
 
 from absl import flags, logging
 
-from infotok_jax import storage
+from infotok_jax import console, storage
 
 DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (TPU pods, SLURM, local multi-process)."
@@ -69,6 +69,8 @@ def start() -> None:
 
     _quiet_orbax_info_logs()
     _one_line_for_full_disk_in_threads()
+    if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM
+        console.raise_on_sigterm()
     distributed.initialize(
         DISTRIBUTED.value,
         initialization_timeout=INITIALIZATION_TIMEOUT.value,

@@ -14,9 +14,10 @@ Two things `app.run` alone gets wrong here:
   and on a pod the others lose the process's heartbeats and stop. A clean exit (status 0, also after a
   SIGTERM checkpoint) still shuts down normally.
 - User errors before `main`. Flag and config-file errors are one line and exit code 2
-  (`flag_errors.parse_flags`). SIGTERM before the trainer installs its own handler (start-up: imports,
-  building the task, compiling, restoring) unwinds like Ctrl-C, so `with` blocks release the workdir
-  lock; either signal then ends the process with one line and status 128+N, no traceback.
+  (`flag_errors.parse_flags`). On a single process, SIGTERM before the trainer installs its own handler
+  (start-up: building the task, compiling, restoring) unwinds like Ctrl-C (`raise_on_sigterm`, called
+  by `binary_setup.start`), so `with` blocks release the workdir lock; either signal then ends the
+  process with one line and status 128+N, no traceback.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ class StopSignal(KeyboardInterrupt):
 
 def _raise_stop_signal(signum, frame) -> None:
     raise StopSignal(signum)
+
+
+def raise_on_sigterm() -> None:
+    """Makes SIGTERM unwind like Ctrl-C until the training loop installs its own handler (single-process
+    runs; with jax.distributed its preemption notifier owns SIGTERM)."""
+    signal.signal(signal.SIGTERM, _raise_stop_signal)
 
 
 def _stopped_message(signum: int) -> str:
@@ -82,7 +89,6 @@ def _distributed() -> bool:
 def run(main: Callable[[list[str]], None], module_name: str) -> None:
     """`app.run(main)` for the binary defined in module `module_name` (pass `__name__`)."""
     _lend_help_to_wrapper(module_name)
-    signal.signal(signal.SIGTERM, _raise_stop_signal)
     try:
         app.run(main, flags_parser=flag_errors.parse_flags)
     except KeyboardInterrupt as e:
