@@ -3,14 +3,19 @@
 Both binaries run the same way on one machine, a GPU cluster or a TPU pod: `--distributed` starts
 multi-process JAX before any device is touched, a lost process makes the others exit after
 `--heartbeat_timeout_seconds`, the persistent compilation cache is enabled and orbax's per-file INFO logs
-are dropped. Import this module from a binary (it defines absl flags) and call `start()` in `main`.
+are dropped (and so are the tracebacks a full disk makes orbax's and tensorboardX's threads print: the
+binary reports it in one line). Import this module from a binary (it defines absl flags) and call
+`start()` in `main`.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
+import threading
 
 from absl import flags, logging
+
+from infotok_jax import console, storage
 
 DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (TPU pods, SLURM, local multi-process)."
@@ -27,13 +32,35 @@ INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
 
 
 def _quiet_orbax_info_logs() -> None:
-    """Orbax logs every file operation at INFO through absl; keep its warnings, drop the rest."""
+    """Orbax logs every file operation at INFO through absl; keep its warnings, drop the rest. A full
+    disk makes each of its background threads log a traceback; the binary says it in one line instead."""
 
     def keep(record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+        if "/orbax/" not in record.pathname:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        disk_full = "No space left on device" in record.getMessage() or (
+            error is not None and storage.is_disk_full(error)
+        )
+        return record.levelno >= std_logging.WARNING and not disk_full
 
     for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler().python_handler]:
         handler.addFilter(keep)
+
+
+def _one_line_for_full_disk_in_threads() -> None:
+    """A background writer (tensorboardX's event thread) that hits a full disk dies with a traceback;
+    log it as one warning line instead; the main thread then stops the run with its one-line error."""
+    default_hook = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and storage.is_disk_full(args.exc_value):
+            thread = args.thread.name if args.thread is not None else "?"
+            logging.warning("Background thread %s stopped: %s", thread, args.exc_value)
+            return
+        default_hook(args)
+
+    threading.excepthook = hook
 
 
 def start() -> None:
@@ -41,6 +68,9 @@ def start() -> None:
     from infotok_jax import distributed
 
     _quiet_orbax_info_logs()
+    _one_line_for_full_disk_in_threads()
+    if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM
+        console.raise_on_sigterm()
     distributed.initialize(
         DISTRIBUTED.value,
         initialization_timeout=INITIALIZATION_TIMEOUT.value,

@@ -29,13 +29,21 @@ def parse(arg: str | None, allowed: dict[str, object]) -> dict[str, object]:
             values[key] = raw.lower() in ("1", "true", "yes") if has_value else True
         elif not has_value:
             raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
-        elif isinstance(default, int):
-            values[key] = int(raw)
-        elif isinstance(default, float):
-            values[key] = float(raw)
+        elif isinstance(default, int | float):
+            values[key] = _number(key, raw, type(default))
         else:
             values[key] = raw
     return values
+
+
+def _number(key: str, raw: str, kind: type) -> int | float:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(
+            f"config argument {key}={raw!r} is not {'an int' if kind is int else 'a number'}; "
+            f"give e.g. {key}={kind(8)}"
+        ) from None
 
 
 def tokens_per_side(tokens: int, image_size: int) -> int:

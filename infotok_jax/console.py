@@ -15,18 +15,50 @@ Three things `app.run` alone gets wrong here:
   SIGTERM checkpoint) still shuts down normally.
 - A pip install has no `experiments/configs`: `--config=host.py:...` names a packaged config
   (`infotok_jax.configs.resolve_argv`, the one place a `--config` value is resolved).
+- User errors before `main`. Flag and config-file errors are one line and exit code 2
+  (`flag_errors.parse_flags`). On a single process, SIGTERM before the trainer installs its own handler
+  (start-up: building the task, compiling, restoring) unwinds like Ctrl-C (`raise_on_sigterm`, called
+  by `binary_setup.start`), so `with` blocks release the workdir lock; either signal then ends the
+  process with one line and status 128+N, no traceback.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
 
 from absl import app, flags, logging
 
-from infotok_jax import configs
+from infotok_jax import configs, flag_errors
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM outside the training loop: unwinds the stack as Ctrl-C does (releasing the lock)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop_signal(signum, frame) -> None:
+    raise StopSignal(signum)
+
+
+def raise_on_sigterm() -> None:
+    """Makes SIGTERM unwind like Ctrl-C until the training loop installs its own handler (single-process
+    runs; with jax.distributed its preemption notifier owns SIGTERM)."""
+    signal.signal(signal.SIGTERM, _raise_stop_signal)
+
+
+def _stopped_message(signum: int) -> str:
+    return (
+        f"error: stopped by {signal.Signals(signum).name} outside the training loop (during start-up, or a "
+        "second Ctrl-C), so nothing was saved now; the same command resumes from the last checkpoint in "
+        "the workdir, if any"
+    )
 
 
 def _lend_help_to_wrapper(module_name: str) -> None:
@@ -60,7 +92,13 @@ def run(main: Callable[[list[str]], None], module_name: str) -> None:
     """`app.run(main)` for the binary defined in module `module_name` (pass `__name__`)."""
     _lend_help_to_wrapper(module_name)
     try:
-        app.run(main, argv=configs.resolve_argv(sys.argv))
+        app.run(main, argv=configs.resolve_argv(sys.argv), flags_parser=flag_errors.parse_flags)
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, StopSignal) else signal.SIGINT
+        print(_stopped_message(signum), file=sys.stderr)
+        if _distributed():
+            _exit_now(128 + signum)
+        sys.exit(128 + signum)
     except SystemExit as e:
         if e.code not in (None, 0) and _distributed():
             if not isinstance(e.code, int):

@@ -15,6 +15,7 @@ the `gcs` extra: `pip install 'infotok-jax[gcs]'`). Two things differ on a bucke
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import tempfile
@@ -87,3 +88,37 @@ def create_exclusive(path: epath.PathLike, text: str) -> bool:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     return True
+
+
+def move_tree(source: epath.PathLike, target: epath.PathLike) -> None:
+    """Moves the directory `source` to `target` (which must not exist), creating its parents.
+
+    On disk one rename. A bucket has no folders: `mkdir` creates nothing and a rename needs its
+    destination folder to exist, so each object is copied server-side under the new prefix, then the
+    source objects are deleted.
+    """
+    if not is_remote(source):
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        os.rename(source, target)
+        return
+    import fsspec  # installed with gcsfs (the `gcs` extra), as every remote path needs
+
+    uri = os.fspath(source)
+    fs = fsspec.filesystem(uri.split("://", 1)[0])
+    source_key = fs._strip_protocol(uri).rstrip("/")
+    target_key = fs._strip_protocol(os.fspath(target)).rstrip("/")
+    for key in fs.find(source_key):
+        fs.copy(key, target_key + key[len(source_key) :])  # server-side
+    # deleted through epath's own gcsfs instance, so that its cached listings (which orbax reads) forget
+    # the source
+    epath.Path(source).rmtree()
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, is ENOSPC (orbax and tensorstore re-raise it
+    under other types, keeping the text)."""
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     binary_setup.start()
-    from infotok_jax import tasks
+    from infotok_jax import storage, tasks
     from infotok_jax.training import checkpointing, config_checks, trainer
 
     try:
@@ -39,10 +39,27 @@ def main(argv: list[str]) -> None:
         trainer.train_and_evaluate(
             _CONFIG.value, task, _WORKDIR.value, compile_only=_COMPILE_ONLY.value, started_at=_STARTED_AT
         )
-    except (config_checks.ConfigError, checkpointing.IncompatibleWorkdirError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except (
+        config_checks.ConfigError,
+        checkpointing.IncompatibleWorkdirError,
+        trainer.NonFiniteLossError,
+    ) as e:
+        _exit_with_error(str(e))
+    except Exception as e:  # orbax and tensorstore re-raise ENOSPC under other types
+        if not storage.is_disk_full(e):
+            raise
+        _exit_with_error(
+            f"no space left on the device of --workdir {_WORKDIR.value} (ENOSPC); the checkpoints saved "
+            "before are intact: free space (or move the workdir to a larger disk) and run the same command "
+            "again, it resumes from the last checkpoint"
+        )
+
+
+def _exit_with_error(message: str) -> None:
+    """A user error: one line on stderr, exit code 2."""
+    logging.error("%s", message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run() -> None:

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import jax
@@ -164,13 +165,45 @@ def test_a_silent_bit_flip_is_caught_by_the_checksum(copy, trained, caplog):
     assert step == 5 and "sha256 mismatch" in caplog.text
 
 
-def test_a_step_without_checksums_restores_with_a_note(copy, trained, caplog):
+def test_a_newest_step_without_checksums_is_not_restored_even_when_orbax_reads_it(copy, trained, caplog):
+    """A flipped bit and no checksum file (what a kill between a save and its hashing left): the step
+    restores without error in orbax, so only refusing it keeps the flip out of training."""
+    _flip_silently(copy, 10, reference=_unverified_state(trained, 10))
     (_step_dir(copy, 10) / checkpoint_integrity.CHECKSUMS_FILE).unlink()
     with caplog.at_level(logging.WARNING):
-        variables, step = _variables(copy)
-    assert step == 10 and "Checkpoint step 10 is unverified" in caplog.text
+        _train(copy, ARGS)
+    assert "Checkpoint step 10" in caplog.text and "cannot be verified" in caplog.text
+    assert "so it is not restored" in caplog.text and "Using checkpoint step 5" in caplog.text
+    assert [p.name.split("_")[0] for p in (copy / "corrupt_checkpoints").iterdir()] == ["10"]
+    redone, step = _variables(copy)
     reference, _ = _variables(trained)
-    jax.tree.map(np.testing.assert_array_equal, variables, reference)
+    assert step == 10
+    jax.tree.map(np.testing.assert_array_equal, redone, reference)
+
+
+def test_an_older_step_without_checksums_is_an_error_and_a_trusted_one_can_be_vouched_for(copy):
+    CORRUPTIONS["missing _METADATA"](_step_dir(copy, 10))
+    (_step_dir(copy, 5) / checkpoint_integrity.CHECKSUMS_FILE).unlink()
+    with pytest.raises(checkpointing.NoUsableCheckpointError) as error:
+        _train(copy, ARGS)  # exit 2
+    message = str(error.value)
+    assert "step 5: no checksum file" in message and "the file was deleted, an error" in message
+    assert f"checkpoint_integrity {_step_dir(copy, 5)}." in message
+    checkpoint_integrity.main(["checkpoint_integrity", str(_step_dir(copy, 5))])
+    assert _variables(copy)[1] == 5
+
+
+def test_checksums_are_in_the_step_before_orbax_commits_it(tmp_path, monkeypatch):
+    """Hashing after the commit left a window (a whole checkpoint period, for async saves) in which a
+    kill left the newest step without checksums; now orbax's finalization callback writes them into
+    the temporary directory that the commit renames."""
+    seen = []
+    write = checkpoint_integrity.write_checksums
+    monkeypatch.setattr(checkpoint_integrity, "write_checksums", lambda d: [seen.append(d), write(d)])
+    _train(tmp_path / "run", "steps=2,ckpt=1")
+    assert len(seen) == 2 and all(".orbax-checkpoint-tmp" in str(d) for d in seen), seen
+    for step in (1, 2):
+        assert checkpoint_integrity.verify(_step_dir(tmp_path / "run", step)) is None
 
 
 def test_no_usable_step_fails_naming_the_steps_and_the_remedy(copy):
@@ -275,6 +308,56 @@ def test_a_lock_whose_heartbeat_stopped_is_taken_over_from_another_host(copy, ca
     assert not (copy / workdir_lock.LOCK_FILE).exists()
 
 
+_RACER = """
+import sys, time
+from infotok_jax.training import workdir_lock
+
+stale = workdir_lock.WorkdirLock._stale
+# every racer judges the lock stale before any of them acts: the widest window a takeover can have
+workdir_lock.WorkdirLock._stale = lambda self, holder: (stale(self, holder), time.sleep(0.5))[0]
+workdir, go = sys.argv[1], sys.argv[2]
+print("ready", flush=True)
+while not __import__("os").path.exists(go):
+    time.sleep(0.005)
+try:
+    workdir_lock.WorkdirLock(workdir).acquire()
+    print("won", flush=True)
+except workdir_lock.WorkdirLockedError:
+    print("refused", flush=True)
+sys.stdin.read()  # holds the lock (if won) until the test closes stdin
+"""
+
+
+def test_of_several_runs_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _write_lock(tmp_path, socket.gethostname(), dead.pid)
+    go = tmp_path / "go"
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(tmp_path), str(go)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=harness.env_for(1),
+            cwd=harness.REPO,
+        )
+        for _ in range(4)
+    ]
+    try:
+        assert [r.stdout.readline().strip() for r in racers] == ["ready"] * 4
+        go.touch()
+        outcomes = [r.stdout.readline().strip() for r in racers]
+        holder = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())
+    finally:
+        for r in racers:
+            r.stdin.close()
+            r.wait(timeout=60)
+    assert sorted(outcomes) == ["refused", "refused", "refused", "won"], outcomes
+    assert holder["pid"] == racers[outcomes.index("won")].pid
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", workdir_lock.LOCK_FILE]  # no claim left
+
+
 def test_the_holder_refreshes_its_heartbeat_until_it_releases(tmp_path, monkeypatch):
     monkeypatch.setattr(workdir_lock, "HEARTBEAT_SECONDS", 0.02)
     path = tmp_path / workdir_lock.LOCK_FILE
@@ -315,6 +398,22 @@ def test_after_a_nan_a_lower_learning_rate_resumes_from_the_last_good_checkpoint
     assert json.loads((workdir / "config.json").read_text())["optimizer"]["learning_rate"] == 1e-3
     variables, _ = _variables(workdir, "steps=10,ckpt=5")
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+@pytest.mark.parametrize("learning_rate", ["1e38", "1e6"])
+def test_a_diverged_state_is_never_saved_so_the_printed_advice_works(tmp_path, learning_rate):
+    """At 1e38 the parameters after one step are finite but their norm overflows; at 1e6 they are
+    ~1e6 times their start. Saved as "good", rerunning with a lower rate resumed them and failed again."""
+    workdir = tmp_path / "run"
+    with pytest.raises(trainer.NonFiniteLossError) as error:
+        _train(workdir, f"steps=6,ckpt=1,lr={learning_rate}")
+    assert "diverged parameters" in str(error.value) or "non-finite" in str(error.value)
+    assert "last good checkpoint is step 1" in str(error.value)  # warm-up: step 1 does not move
+    assert harness.checkpoint_steps(workdir) == [1]
+    _train(workdir, "steps=6,ckpt=1,lr=1e-3")  # the printed advice
+    assert harness.checkpoint_steps(workdir)[-1] == 6
+    variables, _ = _variables(workdir, "steps=6,ckpt=1")
+    assert all(np.isfinite(x).all() and np.abs(x).max() < 10 for x in jax.tree.leaves(variables))
 
 
 def test_num_train_steps_below_the_latest_checkpoint_is_an_error_naming_both(copy):

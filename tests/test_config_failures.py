@@ -8,10 +8,12 @@ read-only. Smaller guards: an inexact token count, a non-finite learning rate, a
 model outputs in the evaluators, a negative bandwidth given as a concrete jax array.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -161,6 +163,102 @@ def test_the_training_binary_refuses_with_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2, out.stderr[-3000:]
     assert "error: config.data.nuisance: 2.0 must lie in [0, 1]" in out.stderr
     assert "Traceback" not in out.stderr and not workdir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config_arg,overrides,expected",
+    [
+        ("host.py:host=ar,tiny", ("--config.num_train_stepz=3",), "did you mean --config.num_train_steps?"),
+        ("host.py:host=foo", (), "kind='foo' is unknown; use one of"),
+        ("host.py:tokens=15", (), "tokens=15 cannot be honoured"),
+        ("host.py:batch=eight", (), "batch='eight' is not an int; give e.g. batch=8"),
+        ("no_such_config.py", (), "no such config file"),
+        ("SYNTAX_ERROR", (), "syntax error in"),
+    ],
+)
+def test_flag_and_config_file_errors_are_one_line_with_exit_2(tmp_path, config_arg, overrides, expected):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n")
+    config = broken if config_arg == "SYNTAX_ERROR" else CONFIGS / config_arg
+    workdir = tmp_path / "run"
+    out = subprocess.run(
+        [sys.executable, "-m", "infotok_jax.train", f"--config={config}", *overrides, f"--workdir={workdir}"],
+        env=training_harness.env_for(1),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert out.stderr.startswith("error: ") and expected in out.stderr, out.stderr[-3000:]
+    assert len(out.stderr.strip().splitlines()) == 1 and not workdir.exists()
+
+
+def test_a_typo_in_a_field_name_gets_the_closest_field():
+    from infotok_jax import flag_errors
+
+    config = _load(TOY)
+    message = flag_errors.unknown_field_message("optimizer.learnin_rate", config)
+    assert message.endswith("did you mean --config.optimizer.learning_rate?")
+    assert flag_errors.unknown_field_message("optimizer.learning_rate", config) is None
+
+
+@pytest.fixture(scope="module")
+def prepared_data_dir(tmp_path_factory):
+    """The tiny host's dataset, prepared once in its own data dir."""
+    from infotok_jax.data import experiment_data, preparation
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    data = _host(f"--config.data.data_dir={data_dir}").data
+    prepared = preparation.prepare(data.name, data.data_dir, **experiment_data.builder_kwargs(data))
+    return data_dir, pathlib.Path(prepared.path)
+
+
+def _largest_array_record(version_dir: pathlib.Path) -> pathlib.Path:
+    return max(version_dir.glob("*.array_record*"), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("damage", ["a file", "truncated", "deleted", "read-only"])
+def test_a_bad_data_dir_fails_before_anything_is_written(tmp_path, prepared_data_dir, damage):
+    source, version_dir = prepared_data_dir
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(source, data_dir)
+    copied_version = data_dir / version_dir.relative_to(source)
+    expected = "is corrupt"
+    if damage == "a file":
+        data_dir = tmp_path / "a_file"
+        data_dir.write_text("not a directory")
+        expected = "is a file, not a directory"
+    elif damage == "truncated":
+        record = _largest_array_record(copied_version)
+        record.write_bytes(record.read_bytes()[:100])
+    elif damage == "deleted":
+        _largest_array_record(copied_version).unlink()
+    workdir = tmp_path / "run"
+    with contextlib.ExitStack() as stack:
+        if damage == "read-only":  # not prepared there, and nowhere to build it
+            empty = tmp_path / "empty"
+            empty.mkdir()
+            data_dir = stack.enter_context(training_harness.read_only_view(empty, tmp_path / "ro"))
+            expected = "is not writable, so it cannot be built there"
+        with pytest.raises(ConfigError, match=r"^config\.data\.data_dir: ") as error:
+            _train(_host(f"--config.data.data_dir={data_dir}"), workdir)
+    assert expected in str(error.value)
+    assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_the_evaluation_binary_refuses_a_read_only_workdir_at_once(tmp_path, run_workdir):
+    """It used to fail with a traceback after a minute of scoring, when writing the report."""
+    with training_harness.read_only_view(run_workdir, tmp_path / "ro") as workdir:
+        out = subprocess.run(
+            [sys.executable, "-m", "infotok_jax.evaluate", f"--config={CONFIGS / 'host.py'}:host=ar,tiny",
+             f"--workdir={workdir}"],
+            env=training_harness.env_for(1), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert f"error: --workdir {workdir} is not writable" in out.stderr and "Traceback" not in out.stderr
 
 
 # Evaluation: the run's recorded config.

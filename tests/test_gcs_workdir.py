@@ -92,6 +92,14 @@ class Emulator:
         ) as r:
             return r.read()
 
+    def write(self, bucket: str, name: str, data: bytes) -> None:
+        query = urllib.parse.urlencode({"uploadType": "media", "name": name})
+        request = urllib.request.Request(
+            f"{self.url}/upload/storage/v1/b/{bucket}/o?{query}", data=data, method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=10).read()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -173,6 +181,29 @@ def test_exclusive_create_and_the_workdir_lock_hold_on_the_bucket(emulator, monk
         with pytest.raises(workdir_lock.WorkdirLockedError, match="train.lock"):
             second.acquire()
     assert emulator.objects(BUCKET, "locked/") == []
+
+
+def test_a_damaged_step_in_the_bucket_is_moved_aside_and_the_run_resumes(emulator, tmp_path):
+    """A bucket has no folders: moving the bad step to corrupt_checkpoints/ by a rename failed with
+    "folder .../corrupt_checkpoints does not exist", and so did every restart."""
+    env = emulator.env()
+    workdir = f"gs://{BUCKET}/toy"
+    first = harness.run_training(workdir, "steps=4,ckpt=2", devices=1, extra_env=env)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert committed_steps(emulator, "toy") == [2, 4]
+    damaged = "toy/checkpoints/4/state/_METADATA"
+    emulator.write(BUCKET, damaged, emulator.read(BUCKET, damaged)[:-8] + b"garbage!")
+
+    again = harness.run_training(workdir, "steps=4,ckpt=2", devices=1, extra_env=env)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "Checkpoint step 4" in again.stderr and "sha256 mismatch" in again.stderr
+    assert f"Resumed from {workdir}/checkpoints at step 2" in again.stderr
+    assert committed_steps(emulator, "toy") == [2, 4]
+    moved = [n for n in emulator.objects(BUCKET, "toy/corrupt_checkpoints/") if n.endswith("/_METADATA")]
+    assert len(moved) == 1 and moved[0].startswith("toy/corrupt_checkpoints/4_"), moved
+    assert emulator.read(BUCKET, moved[0]).endswith(b"garbage!")
+    third = harness.run_training(workdir, "steps=4,ckpt=2", devices=1, extra_env=env)  # nothing left to do
+    assert third.returncode == 0 and "unusable" not in third.stderr, third.stderr[-4000:]
 
 
 @pytest.mark.slow

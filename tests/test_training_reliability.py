@@ -7,6 +7,7 @@ exercise the real binary, checkpoint manager and input iterator while compiling 
 import json
 import random
 import signal
+import time
 
 import pytest
 
@@ -76,8 +77,8 @@ def test_restore_onto_fewer_devices(tmp_path):
 
 def test_nan_stops_with_step_range_and_keeps_last_good_checkpoint(tmp_path):
     result = harness.run_training(tmp_path, "steps=20,ckpt=5,nan_at=7")
-    assert result.returncode != 0
-    assert "non-finite loss or gradient" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: non-finite loss or gradient" in result.stderr
     assert "in the step range 8..8" in result.stderr
     assert "last good checkpoint is step 5" in result.stderr
     assert harness.checkpoint_steps(tmp_path) == [5]
@@ -162,3 +163,40 @@ def test_relative_workdir_trains_checkpoints_and_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "at step 3" in second.stderr
     assert harness.checkpoint_steps(tmp_path / "runs" / "toy") == [3, 6]
+
+
+def test_a_full_disk_stops_with_one_line_and_the_run_resumes_bitwise(tmp_path, reference_run):
+    """A real ENOSPC (a small tmpfs): exit 2 with one error line instead of orbax's tracebacks, the
+    steps saved before it verify, and once there is room the same command resumes them bitwise."""
+    keep_all = ("--config.keep_checkpoints=1000",)
+    with harness.small_disk(tmp_path / "disk", "600k") as disk:
+        workdir = disk / "run"
+        full = harness.run_training(workdir, "steps=40,ckpt=1", extra_flags=keep_all)
+        assert full.returncode == 2, full.stderr[-3000:]
+        assert "error: no space left on the device of --workdir" in full.stderr
+        assert "Traceback" not in full.stderr, full.stderr[-3000:]
+        saved = harness.checkpoint_steps(workdir)
+        assert saved and max(saved) < 40
+        harness.grow_disk(disk, "50m")
+        resumed = harness.run_training(workdir, "steps=40,ckpt=1", extra_flags=keep_all)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"at step {max(saved)}" in resumed.stderr
+        after, reference = _metrics(workdir), _metrics(reference_run)
+    for step in range(max(saved) + 1, 41):
+        assert after[step]["loss"] == reference[step]["loss"], step
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_ends_with_one_line_and_no_stale_lock(tmp_path, sig):
+    """Before the training loop installs its handlers: SIGINT printed a KeyboardInterrupt traceback,
+    SIGTERM killed the process (-15) and left train.lock behind."""
+    process = harness.start_training(tmp_path, "steps=5,startup_delay=120")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "train.lock").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
+        time.sleep(0.05)
+    status = harness.kill(process, sig)
+    stderr = process.stderr.read()
+    assert status == 128 + sig, stderr[-3000:]
+    assert f"error: stopped by {sig.name}" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert not (tmp_path / "train.lock").exists()

@@ -90,6 +90,7 @@ class ToyRegressionTask:
         }
 
     def train_iterator(self, mesh: Mesh):
+        time.sleep(self.config.data.get("startup_delay_seconds", 0.0))  # a slow start-up, inside the lock
         return _Iterator(self.config, mesh)
 
     def eval_iterator(self, mesh: Mesh):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
+import pytest
 from absl import flags
 from ml_collections import config_flags
 
@@ -101,3 +104,36 @@ def load_config(path: os.PathLike | str, *overrides: str):
     )
     values(argv)
     return values.config
+
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"needs mount (root): mount {' '.join(args)}: {done.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def small_disk(path: pathlib.Path, size: str) -> Iterator[pathlib.Path]:
+    """A tmpfs of `size` (e.g. '3m') at `path`: a real full disk, ENOSPC from the kernel."""
+    path.mkdir(parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def grow_disk(path: pathlib.Path, size: str) -> None:
+    _mount("-o", f"remount,size={size}", str(path))
+
+
+@contextlib.contextmanager
+def read_only_view(source: pathlib.Path, path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """`source` bind-mounted read-only at `path` (root ignores permission bits; a read-only mount not)."""
+    path.mkdir(parents=True, exist_ok=True)
+    _mount("--bind", str(source), str(path))
+    try:
+        _mount("-o", "remount,bind,ro", str(path))
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

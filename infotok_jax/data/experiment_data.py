@@ -98,9 +98,14 @@ def validate_config(c: ml_collections.ConfigDict) -> None:
 
 
 def check_available(c: ml_collections.ConfigDict) -> None:
-    """A `tfds:` dataset must already be prepared under `data_dir` with both splits (read-only check);
-    registered datasets are built on first use. Raises ValueError ("config.data.<field>: ...")."""
+    """A `tfds:` dataset must already be prepared under `data_dir` with both splits; a registered one
+    must verify where it is prepared, or `data_dir` must let it be built there on first use
+    (`preparation.check_usable`). Read-only. Raises ValueError ("config.data.<field>: ...")."""
     if not registry.is_external_tfds(c.name):
+        try:
+            preparation.check_usable(c.name, c.data_dir, **builder_kwargs(c))
+        except ValueError as e:
+            raise ValueError(f"config.data.data_dir: {e}") from None
         return
     for field in ("train_split", "eval_split"):
         try:

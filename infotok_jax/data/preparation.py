@@ -123,6 +123,37 @@ def open_prepared(name: str, data_dir: str, **builder_kwargs) -> PreparedDataset
     return _as_prepared(path, marker)
 
 
+def check_usable(name: str, data_dir: str, **builder_kwargs) -> None:
+    """Read-only check, before a run writes anything, that `prepare` and `open_prepared` will work.
+
+    A prepared dataset must verify (a truncated or deleted data file is found here, not after the
+    workdir was set up); an unprepared one is built under `data_dir` on first use, so `data_dir` must be
+    a directory, or creatable, and writable. Raises ValueError naming `data_dir` and the fix.
+    """
+    data_dir = local_data_dir(data_dir)
+    existing = data_dir
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"data_dir {data_dir}: {existing} is a file, not a directory; point data_dir (or TFDS_DATA_DIR) "
+            "at a directory"
+        )
+    path = dataset_path(name, data_dir, **builder_kwargs)
+    if os.path.isdir(path):
+        try:
+            open_prepared(name, data_dir, **builder_kwargs)
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"data_dir {data_dir}: {e}") from None
+        return
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"data_dir {data_dir}: {name} is not prepared there and {existing} is not writable, so it cannot "
+            "be built there on first use; use a writable data_dir (or TFDS_DATA_DIR), or prepare it there "
+            "with write access first"
+        )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

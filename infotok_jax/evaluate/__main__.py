@@ -33,6 +33,8 @@ def main(argv: list[str]) -> None:
     from infotok_jax.training import config_checks
 
     try:
+        for directory in (_WORKDIR.value, epath.Path(_WORKDIR.value) / "eval"):  # before minutes of work
+            config_checks.check_existing_dir_writable(directory, "--workdir", "the report is written there")
         task = tasks.build_task(_CONFIG.value)
         outcome = checkpoint_eval.evaluate_checkpoint(_CONFIG.value, task, _WORKDIR.value, _MAX_BATCHES.value)
     except (config_checks.ConfigError, FileNotFoundError) as e:

@@ -1,14 +1,17 @@
 """Checksums of committed checkpoint steps, so that corruption is found before a restore, not after.
 
 orbax guarantees that a step directory appears only once it is complete, but not that its files stay
-intact afterwards (a truncated manifest, a deleted `_METADATA`, flipped bits in an array file). After a
-step commits, process 0 hashes every file under `<checkpoints>/<step>/` with sha256 and writes the
-digests to `<step>/CHECKSUMS_FILE` (atomically). Before a restore, `verify` recomputes them: a missing,
-changed or truncated file names the step as unusable, and the caller falls back to an older step.
+intact afterwards (a truncated manifest, a deleted `_METADATA`, flipped bits in an array file). Once a
+step's files are written, and before orbax commits the step, process 0 hashes every file under it with
+sha256 and writes the digests to `<step>/CHECKSUMS_FILE` (atomically). Before a restore, `verify`
+recomputes them: a missing, changed or truncated file names the step as unusable, and the caller falls
+back to an older step.
 
-A step without a checksum file (written before checksums existed, or interrupted between its commit and
-its hashing) is not rejected; `verify` reports it so the caller can say so. Hashing reads the whole
-checkpoint back once per save and once per restore, which on a bucket means downloading it.
+A step without a checksum file cannot be verified (written before checksums existed, by a synchronous
+save killed before its hashing, or the file was deleted): `verify` returns NO_CHECKSUMS and the caller
+refuses the step. `python -m infotok_jax.training.checkpoint_integrity STEP_DIR` writes the checksums of
+a step that the user trusts. Hashing reads the whole checkpoint back once per save and once per restore,
+which on a bucket means downloading it.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from etils import epath
 from infotok_jax import storage
 
 CHECKSUMS_FILE = "checksums_sha256.json"
-NO_CHECKSUMS = "no checksum file (written before checksums, or interrupted right after its commit)"
+NO_CHECKSUMS = f"no checksum file ({CHECKSUMS_FILE})"
 _CHUNK = 1 << 22
+# Top-level files that orbax (re)writes when it commits the step, after the hashing: the step metadata
+# (commit time; the items restore without it) and, on a bucket, the commit marker.
+_WRITTEN_AT_COMMIT = frozenset({CHECKSUMS_FILE, "_CHECKPOINT_METADATA", "commit_success.txt"})
 
 
 def _files(step_dir: epath.Path) -> list[str]:
-    """Relative paths of the regular files under `step_dir`, sorted, without the checksum file."""
+    """Relative paths of the regular files under `step_dir`, sorted, without those written at commit."""
     names, pending = [], [step_dir]
     while pending:  # epath's gs:// backend has no recursive glob
         for path in pending.pop().iterdir():
             if path.is_dir():
                 pending.append(path)
-            elif path.name != CHECKSUMS_FILE or path.parent != step_dir:
+            elif path.name not in _WRITTEN_AT_COMMIT or path.parent != step_dir:
                 names.append(path.relative_to(step_dir).as_posix())
     return sorted(names)
 
@@ -60,7 +66,7 @@ def has_checksums(step_dir: epath.PathLike) -> bool:
 def verify(step_dir: epath.PathLike) -> str | None:
     """None when every recorded file of the step is present and unchanged, else what is wrong.
 
-    A step without a checksum file returns NO_CHECKSUMS (usable, but unverified).
+    A step without a checksum file returns NO_CHECKSUMS (unverifiable).
     """
     step_dir = epath.Path(step_dir)
     if not step_dir.is_dir():
@@ -80,3 +86,19 @@ def verify(step_dir: epath.PathLike) -> str | None:
     if changed:
         return f"{len(changed)} file(s) changed since the save (sha256 mismatch), e.g. {changed[0]}"
     return None
+
+
+def main(argv: list[str]) -> None:
+    """`python -m infotok_jax.training.checkpoint_integrity STEP_DIR...`: vouches for steps without
+    checksums (written before checksums existed) by hashing their files as they are now."""
+    if len(argv) < 2:
+        raise SystemExit("usage: python -m infotok_jax.training.checkpoint_integrity CHECKPOINTS/STEP ...")
+    for step_dir in argv[1:]:
+        write_checksums(step_dir)
+        print(f"wrote {epath.Path(step_dir) / CHECKSUMS_FILE}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv)

@@ -4,9 +4,11 @@ Each checkpoint step holds three items: the sharded train state, the data iterat
 small metadata record. Orbax writes into `<step>.orbax-checkpoint-tmp` and renames on commit, so a crash
 mid-save leaves the previous complete step as `latest_step()`; leftover tmp directories are removed when
 a writer opens the manager (never by a read-only reader, which could be deleting a live save). Each
-committed step gets sha256 checksums (`checkpoint_integrity`); a restore tries the newest step that
-verifies and restores, falling back step by step with a warning. Restores go through an abstract
-state carrying the *current* mesh's shardings, so a checkpoint written on 8 devices restores onto 4.
+step gets sha256 checksums (`checkpoint_integrity`), written into it before orbax commits it, so a
+committed step without them was tampered with or interrupted; a restore tries the newest step that
+verifies and restores, falling back step by step with a warning (a step without checksums is refused).
+Restores go through an abstract state carrying the *current* mesh's shardings, so a checkpoint written
+on 8 devices restores onto 4.
 
 The workdir may be local or gs:// (`infotok_jax.storage`): orbax gets a gs:// path as it is (tensorstore
 writes the arrays, epath/gcsfs the small files) and on a bucket commits a step with a
@@ -25,12 +27,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from infotok_jax import distributed, storage
 from infotok_jax.training import checkpoint_integrity, config_checks
@@ -148,6 +148,7 @@ class Checkpointer:
         # orbax's tensorstore backend rejects relative paths; `--workdir=runs/x` must still work.
         self.directory = storage.as_path(directory)
         self._read_only = read_only
+        self._saving: int | None = None  # the step of the async save in flight
         if read_only:
             if not self.directory.is_dir():
                 raise FileNotFoundError(f"no checkpoint directory {self.directory}")
@@ -160,9 +161,14 @@ class Checkpointer:
                 create=True,
                 cleanup_tmp_directories=True,
                 enable_async_checkpointing=async_save,
+                # hashes the finished files before orbax commits the step (process 0 only)
+                async_options=ocp.AsyncOptions(post_finalization_callback=self._hash_before_commit)
+                if async_save
+                else None,
             )
         self._manager = ocp.CheckpointManager(self.directory, item_names=_ITEMS, options=options)
         self._unhashed: list[int] = []
+        self._async = async_save and not read_only
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -181,6 +187,7 @@ class Checkpointer:
         if self._read_only:
             raise RuntimeError(f"{self.directory} was opened read-only")
         self.wait_until_finished()
+        self._saving = step
         self._manager.save(
             step,
             args=ocp.args.Composite(
@@ -191,18 +198,36 @@ class Checkpointer:
             force=True,
         )
         self._unhashed.append(step)
+        if not self._async:  # no finalization callback: hash right after the (blocking) save
+            self._write_pending_checksums()
+
+    def _hash_before_commit(self) -> None:
+        """Writes the checksum file into the finished, not yet committed step (orbax's finalization
+        callback, on process 0): the step appears with its checksums, so no kill can leave it without."""
+        step = self._saving
+        try:
+            uncommitted = [
+                path
+                for path in self.directory.iterdir()
+                if path.name == str(step) or path.name.startswith(f"{step}.orbax-checkpoint-tmp")
+            ]  # a temporary directory on disk; on a bucket the step itself, committed by a marker object
+            for path in uncommitted:
+                checkpoint_integrity.write_checksums(path)
+        except Exception as e:  # the save itself must not fail; the step is then refused on restore
+            logging.warning("Could not write checksums of checkpoint step %s: %r", step, e)
 
     def _write_pending_checksums(self) -> None:
+        """Checksums of steps saved without the finalization callback (synchronous saves)."""
         steps, self._unhashed = self._unhashed, []
         if jax.process_index() != 0:
             return
         for step in steps:
             step_dir = self.step_dir(step)
-            if not step_dir.exists():  # already rotated out by max_to_keep
-                continue
+            if not step_dir.exists() or checkpoint_integrity.has_checksums(step_dir):
+                continue  # rotated out by max_to_keep, or hashed before its commit
             try:
                 checkpoint_integrity.write_checksums(step_dir)
-            except Exception as e:  # the step stays usable, only unverified
+            except Exception as e:  # the step stays, but a restore refuses it (no checksums)
                 logging.warning("Could not write checksums of checkpoint step %d: %r", step, e)
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict, dict]:
@@ -239,17 +264,16 @@ class Checkpointer:
     def restore_newest_valid(self, restore: Callable[[int], T]) -> tuple[int, T] | None:
         """(step, restore(step)) for the newest step that verifies and restores; None without steps.
 
-        Older steps are tried in turn, each unusable one named in a warning with the reason. A writer
-        moves the unusable steps newer than the one used to `<workdir>/corrupt_checkpoints/` (kept for
-        inspection, and so that the run can save those steps again). Raises NoUsableCheckpointError when
-        no step is usable.
+        Older steps are tried in turn, each unusable one named in a warning with the reason; a step
+        without a checksum file is unusable (`_unverifiable`). A writer moves the unusable steps newer
+        than the one used to `<workdir>/corrupt_checkpoints/` (kept for inspection, and so that the run
+        can save those steps again). Raises NoUsableCheckpointError when no step is usable.
         """
         failures: list[tuple[int, str]] = []
-        for step in sorted(self.all_steps(), reverse=True):
+        for i, step in enumerate(sorted(self.all_steps(), reverse=True)):
             problem = checkpoint_integrity.verify(self.step_dir(step))
             if problem == checkpoint_integrity.NO_CHECKSUMS:
-                logging.warning("Checkpoint step %d is unverified: %s.", step, problem)
-                problem = None
+                problem = _unverifiable(step, newest=i == 0)
             if problem is None:
                 try:
                     result = restore(step)
@@ -278,19 +302,25 @@ class Checkpointer:
         if not failures:
             return None
         detail = "; ".join(f"step {s}: {p}" for s, p in failures)
+        unhashed = [s for s, p in failures if checkpoint_integrity.NO_CHECKSUMS in p]
+        trust = (
+            " A step without a checksum file that you trust can be vouched for with python -m "
+            f"infotok_jax.training.checkpoint_integrity {self.step_dir(unhashed[0])}."
+            if unhashed
+            else ""
+        )
         raise NoUsableCheckpointError(
             f"no usable checkpoint in {self.directory} ({detail}). Move the directory aside (or use a new "
-            "--workdir) to start from scratch, or restore the files from a backup."
+            f"--workdir) to start from scratch, or restore the files from a backup.{trust}"
         )
 
     def _quarantine(self, steps: list[int]) -> None:
         """Moves unusable steps out of the checkpoint directory (process 0), then rereads the step list."""
         if jax.process_index() == 0:
             target_dir = self.directory.parent / "corrupt_checkpoints"
-            target_dir.mkdir(parents=True, exist_ok=True)
             for step in steps:
                 target = target_dir / f"{step}_{int(time.time())}"
-                self.step_dir(step).rename(target)
+                storage.move_tree(self.step_dir(step), target)  # a bucket has no folder to rename into
                 logging.warning("Moved unusable checkpoint step %d to %s.", step, target)
         distributed.barrier("quarantined unusable checkpoints")
         self._manager.reload()
@@ -305,23 +335,22 @@ class Checkpointer:
         self._write_pending_checksums()
 
     def close(self) -> None:
-        self.wait_until_finished()
-        self._manager.close()
+        """Finishes the save in flight and stops orbax's threads, also when that save failed (a full
+        disk): left running, they print tracebacks at interpreter exit."""
+        try:
+            self.wait_until_finished()
+        finally:
+            self._manager.close()
 
 
-def make_finite_check(mesh: Mesh) -> Callable[[PyTree], bool]:
-    """A jitted check that every floating-point leaf of a (sharded) tree is finite; run before each save.
-
-    One reduction to a replicated scalar, so every process gets the same answer.
-    """
-
-    def all_finite(tree: PyTree) -> jax.Array:
-        flags = [
-            jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)
-        ]
-        return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
-
-    jitted = distributed.CompiledTogether(
-        jax.jit(all_finite, out_shardings=NamedSharding(mesh, PartitionSpec())), "all_finite"
+def _unverifiable(step: int, newest: bool) -> str:
+    """Why a step without a checksum file is not restored (its files could hold anything)."""
+    if newest:
+        return (
+            f"{checkpoint_integrity.NO_CHECKSUMS}: its files cannot be verified (a save interrupted "
+            "before its hashing, or a deleted file), so it is not restored"
+        )
+    return (
+        f"{checkpoint_integrity.NO_CHECKSUMS}, though it was hashed before any newer step was saved: "
+        "the file was deleted, an error"
     )
-    return lambda tree: bool(jax.device_get(jitted(tree)))

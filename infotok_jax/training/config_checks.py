@@ -154,3 +154,13 @@ def check_workdir_writable(workdir: epath.PathLike) -> None:
             f"--workdir {workdir} is not writable ({type(e).__name__}: {e}); check that the bucket exists "
             "and that this machine's credentials may write to it (gcloud auth application-default login)"
         ) from None
+
+
+def check_existing_dir_writable(directory: epath.PathLike, flag: str, why: str) -> None:
+    """A local `directory` that exists must be writable (checked without writing: an evaluation must
+    not create a workdir); a missing one, or a gs:// one, is left to the caller's own checks."""
+    path = os.fspath(directory)
+    if storage.is_remote(path) or not os.path.isdir(path):
+        return
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path} is not writable, and {why}; make it writable or copy the run")

@@ -7,10 +7,11 @@ The binary builds the task and hands it in. Resume order (first that applies): t
 Every process runs every jitted computation (train step, evaluation, visualization) on global arrays;
 only process 0 writes files. The workdir may be local or `gs://` (paths go through `etils.epath`).
 
-Failure behaviour: a non-finite loss or gradient, or a non-finite train state about to be saved, stops
-the run with the step range named and no further checkpoint written; SIGTERM or SIGINT (or a multi-host
-preemption notice) saves the current step and returns normally; an incompatible config never touches an
-existing workdir, and a second run in a locked workdir is refused (`workdir_lock`).
+Failure behaviour: a non-finite loss or gradient, or a train state about to be saved that is non-finite
+or diverged (`state_health`), stops the run with the step range named and no further
+checkpoint written; SIGTERM or SIGINT (or a multi-host preemption notice) saves the current step and
+returns normally; an incompatible config never touches an existing workdir, and a second run in a
+locked workdir is refused (`workdir_lock`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from infotok_jax.training import (
     timing,
     workdir_lock,
 )
+from infotok_jax.training import state_health as state_health_lib
 from infotok_jax.training import train_state as train_state_lib
 from infotok_jax.training.task import Task
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss, the gradient norm or the train state became NaN or Inf."""
+    """The loss, the gradient norm or the train state became NaN or Inf, or the parameters diverged."""
 
 
 class _StopSignalFlag:
@@ -205,7 +207,8 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
     evaluate = _Evaluator(task, mesh, config, writer)
     progress = run_log.ProgressReporter(config.num_train_steps, config.log_every_steps, timer)
     stop_signal = _StopSignalFlag()
-    state_is_finite = checkpointing.make_finite_check(mesh)
+    state_health = state_health_lib.make_state_check(mesh)
+    start_l2_params = state_health(state).l2_params  # divergence is measured from here
     last_finite_step = start_step
     last_checkpoint = latest
 
@@ -246,8 +249,8 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             if completed % config.checkpoint_every_steps == 0 or is_last or preempted:
                 record(*pending)
                 pending = None
-                if not state_is_finite(state):
-                    what = "non-finite values in the train state (parameters or optimizer state)"
+                what = state_health(state).problem(start_l2_params)
+                if what is not None:  # never saved, so the last checkpoint stays a good one
                     first = (start_step if last_checkpoint is None else last_checkpoint) + 1
                     directory = workdir / "checkpoints"
                     raise NonFiniteLossError(
@@ -272,10 +275,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             record(*pending)
     finally:
         with timer.stage("checkpoint_s"):
-            checkpointer.wait_until_finished()
-            checkpointer.close()
-        writer.close()
-        stop_signal.restore()
+            _close_all(checkpointer.close, writer.close, stop_signal.restore)
     elapsed = time.perf_counter() - train_start
     timer.seconds["train_s"] += max(elapsed - timer.seconds["eval_s"] - timer.seconds["checkpoint_s"], 0.0)
 
@@ -284,6 +284,18 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
         if int(jax.device_get(state.step)) == config.num_train_steps:
             _plot_information_plane(task, workdir)
     return final_metrics
+
+
+def _close_all(*closers) -> None:
+    """Calls every closer even when one fails (a full disk fails them all); raises the first error."""
+    errors = []
+    for close in closers:
+        try:
+            close()
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def _plot_information_plane(task: Task, workdir: epath.Path) -> None:

@@ -14,7 +14,8 @@ run that died without removing it (kill -9, a lost machine) is stale and taken o
   preemption comes back under new host names; the margin also absorbs clock skew between hosts).
 A lock without a heartbeat (written by an older version) on another host cannot be judged from here; the
 error names the holder and the file to delete (`rm <workdir>/train.lock`, or `gcloud storage rm
-gs://.../train.lock`) once that run is known to be gone.
+gs://.../train.lock`) once that run is known to be gone. Several runs taking over one stale lock at once
+are serialized by a claim file created only if absent (`_take_over`): exactly one of them gets the lock.
 
 On gs:// the record is created with the bucket's "only if absent" precondition, so of two runs started
 in the same instant exactly one gets the lock there too.
@@ -22,6 +23,7 @@ in the same instant exactly one gets the lock there too.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -40,6 +42,7 @@ from infotok_jax.training import checkpointing
 LOCK_FILE = "train.lock"
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER_SECONDS = 900.0
+CLAIM_EXPIRES_AFTER_SECONDS = 60.0  # a takeover claim lives milliseconds unless its taker died
 _IDENTITY = ("host", "pid", "time")  # the record's fields that name one run (the heartbeat changes)
 
 
@@ -55,6 +58,10 @@ def _pid_running(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _same_run(record: dict | None, other: dict) -> bool:
+    return record is not None and all(record.get(k) == other.get(k) for k in _IDENTITY)
 
 
 _shares = itertools.count()
@@ -88,7 +95,7 @@ class WorkdirLock:
         if jax.process_index() == 0 and not self._try_create():
             holder = self._read_holder()
             if not self._stale(holder) or not self._take_over(holder):
-                refusal = self._refusal(holder)
+                refusal = self._refusal(self._read_holder() or holder)  # a winning taker, if any
         self._held = jax.process_index() == 0 and not refusal
         if self._held:
             self._beating = threading.Thread(target=self._beat, name="workdir-lock-heartbeat", daemon=True)
@@ -137,7 +144,7 @@ class WorkdirLock:
         os.replace(partial, self.path)
 
     def _is_ours(self, holder: dict | None) -> bool:
-        return holder is not None and all(holder.get(k) == self.record[k] for k in _IDENTITY)
+        return _same_run(holder, self.record)
 
     def __enter__(self) -> WorkdirLock:
         return self.acquire()
@@ -176,6 +183,14 @@ class WorkdirLock:
         return silent if silent > STALE_AFTER_SECONDS else None
 
     def _take_over(self, holder: dict) -> bool:
+        """Replaces the stale `holder`'s record with this run's; of concurrent takers exactly one wins.
+
+        Unlinking the lock and creating it again let a late taker delete the fresh lock of the one that
+        had just taken over, and then create its own: two holders. Here each taker first creates a claim
+        file named after the stale record, only if absent (`storage.create_exclusive`, as the lock
+        itself); the one that gets it replaces the record whole (a rename on disk, one upload on a
+        bucket) only if the lock still holds that stale record, then drops the claim.
+        """
         if self._dead_here(holder):
             why = "which no longer runs"
         else:
@@ -188,11 +203,42 @@ class WorkdirLock:
             holder.get("host"),
             why,
         )
+        claim = self._claim_path(holder)
+        if not self._claim(claim):
+            return False
         try:
-            self.path.unlink()
+            if not _same_run(self._read_holder(), holder):
+                return False  # another taker replaced it (and may already have released it)
+            self._write(json.dumps(self.record))
+            return True
+        finally:
+            try:
+                claim.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _claim_path(self, holder: dict) -> epath.Path:
+        identity = json.dumps({k: holder.get(k) for k in _IDENTITY}, sort_keys=True)
+        return self.path.with_name(
+            f"{LOCK_FILE}.takeover-{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+        )
+
+    def _claim(self, claim: epath.Path) -> bool:
+        """Creates `claim` if absent; a claim left by a taker that died mid-takeover expires."""
+        if storage.create_exclusive(claim, json.dumps(self.record)):
+            return True
+        try:
+            claimed_at = json.loads(claim.read_text()).get("time", 0.0)
+        except (OSError, ValueError, AttributeError):
+            claimed_at = 0.0  # cut by a crash mid-write
+        if time.time() - claimed_at < CLAIM_EXPIRES_AFTER_SECONDS:
+            return False
+        logging.warning("Removing the abandoned takeover claim %s.", claim)
+        try:
+            claim.unlink()
         except FileNotFoundError:
             pass
-        return self._try_create()
+        return storage.create_exclusive(claim, json.dumps(self.record))
 
     def _refusal(self, holder: dict | None) -> str:
         if holder is None:

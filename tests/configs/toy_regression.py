@@ -2,7 +2,8 @@
 
 python -m infotok_jax.train --config=tests/configs/toy_regression.py --workdir=/tmp/toy
 Arguments (comma-separated key=value): steps, ckpt, eval, nan_at, batch,
-mesh (e.g. mesh=4.1.1), lr, delay (seconds per batch), hidden.
+mesh (e.g. mesh=4.1.1), lr, delay (seconds per batch), startup_delay (seconds before the first batch),
+hidden.
 """
 
 import ml_collections
@@ -28,6 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.dim = 8  # input dimension
     config.data.nan_at_step = int(args.get("nan_at", -1))  # inject NaN inputs from this step on (-1: never)
     config.data.delay_seconds = float(args.get("delay", 0.0))  # sleep per batch (simulated slow input)
+    config.data.startup_delay_seconds = float(args.get("startup_delay", 0.0))  # sleep opening the input
     config.model = ml_collections.ConfigDict({"hidden": int(args.get("hidden", 32))})  # MLP width
     config.optimizer = optimizer.default_config()
     config.optimizer.learning_rate = float(args.get("lr", 3e-3))
