@@ -173,7 +173,7 @@ def test_the_training_binary_refuses_with_one_line_and_exit_2(tmp_path):
         ("host.py:host=foo", (), "kind='foo' is unknown; use one of"),
         ("host.py:tokens=15", (), "tokens=15 cannot be honoured"),
         ("host.py:batch=eight", (), "batch='eight' is not an int; give e.g. batch=8"),
-        ("no_such_config.py", (), "no such config file"),
+        ("no_such_config.py", (), "no such file"),
         ("SYNTAX_ERROR", (), "syntax error in"),
     ],
 )
