@@ -1,4 +1,5 @@
-"""The study runner against a stand-in python: result records, skipping, deadlines, the CLI."""
+"""The study runner, through submitit's local executor, against a stand-in python: result records,
+skipping, deadlines, the CLI."""
 
 import json
 import os
@@ -8,9 +9,10 @@ import sys
 
 import pytest
 
-from infotok_jax.study import aggregate, protocol, slices
+from infotok_jax.study import aggregate, engine, protocol, slices
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+LOCAL = engine.EngineOptions(poll_s=0.2, retries=0)  # one job at a time on this machine
 
 FAKE_PYTHON = r'''#!{python}
 """Stands in for `python -m infotok_jax.train|evaluate`: writes what the binaries write, from the config."""
@@ -60,7 +62,7 @@ def _calls(fake_python: pathlib.Path) -> list[str]:
 def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_them_alone(
     tmp_path, fake_python
 ):
-    from infotok_jax.study import results, runner
+    from infotok_jax.study import results
 
     root, store = tmp_path / "root", tmp_path / "results"
     picked = ("baseline", "hsic: full", "hsic: relevance + consistency")
@@ -69,8 +71,8 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     ]
     assert len(runs) == 6
     said = []
-    outcomes = runner.execute(
-        runs, root, study="t", results_dir=store, python=str(fake_python), say=said.append
+    outcomes = engine.execute(
+        runs, root, study="t", results_dir=store, python=str(fake_python), options=LOCAL, say=said.append
     )
     assert set(outcomes.values()) == {"done"} and len(_calls(fake_python)) == 2 * len(runs)
     record = json.loads((store / "t" / "ar-hsic-beta0-s1.json").read_text())
@@ -86,7 +88,9 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     from_workdirs = aggregate.aggregate(runs, root, "controls")
     shutil.rmtree(root)  # a new machine: only the committed result files
     assert set(
-        runner.execute(runs, root, study="t", results_dir=store, python=str(fake_python)).values()
+        engine.execute(
+            runs, root, study="t", results_dir=store, python=str(fake_python), options=LOCAL
+        ).values()
     ) == {"skipped"}
     assert len(_calls(fake_python)) == 2 * len(runs) and not root.exists()
     found = results.load_results(store, "t", runs)
@@ -96,7 +100,7 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     other = protocol.plan("controls", ["ar"], ["none"], [0], steps=2, extra="tiny,batch=4")[0]
     assert other.name == runs[0].name
     with pytest.raises(results.ResultMismatchError, match="another --study"):
-        runner.execute([other], root, study="t", results_dir=store, python=str(fake_python))
+        engine.execute([other], root, study="t", results_dir=store, python=str(fake_python), options=LOCAL)
 
     # a result made before a default changed: same name and flags, another effective setting
     path = store / "t" / f"{runs[0].name}.json"
@@ -115,29 +119,28 @@ def test_runner_reports_failures_and_defers_runs_past_the_deadline(tmp_path, fak
     import dataclasses
     import time
 
-    from infotok_jax.study import runner
-
     runs = protocol.plan("main", ["ar"], ["none"], [0, 1], steps=2, extra="tiny")
     bad = dataclasses.replace(runs[0], config_arg=runs[0].config_arg + ",fail")
     said = []
-    outcomes = runner.execute(
+    outcomes = engine.execute(
         [bad, runs[1]],
         tmp_path / "r",
         study="t",
         results_dir=tmp_path / "res",
         python=str(fake_python),
+        options=LOCAL,
         say=said.append,
     )
     assert outcomes == {bad.name: "failed: train rc=3", runs[1].name: "done"}
-    assert (
-        "FAILED (train rc=3); see" in said[0] and not (tmp_path / "res" / "t" / f"{bad.name}.json").exists()
-    )
-    late = runner.execute(
+    assert any("FAILED (train rc=3); see" in line for line in said)
+    assert not (tmp_path / "res" / "t" / f"{bad.name}.json").exists()
+    late = engine.execute(
         runs,
         tmp_path / "r2",
         study="u",
         results_dir=tmp_path / "res",
         python=str(fake_python),
+        options=LOCAL,
         deadline=time.monotonic() - 1,
         say=said.append,
     )
