@@ -24,7 +24,11 @@ bump = 0.1 * sum(k.startswith("config.") for k in flags)  # overrides change the
 with open(pathlib.Path(__file__).parent / "calls.log", "a") as log:
     log.write(f"{{module}} {{workdir.name}}\n")
 if module == "infotok_jax.train":
-    if "fail" in arg: sys.exit(3)
+    if "failonce" in arg and not (workdir / "failed_once").exists():  # a job killed once, then fine
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "failed_once").touch()
+        sys.exit(3)
+    if "fail," in arg + ",": sys.exit(3)
     (workdir / "checkpoints" / "2").mkdir(parents=True)
     (workdir / "config.json").write_text(json.dumps({{"config_arg": arg}}))
     (workdir / "timing.json").write_text(json.dumps({{"startup_s": 1.0, "compile_s": 2.0, "train_s": 3.0}}))
@@ -207,3 +211,33 @@ def test_runs_share_one_compilation_cache_per_study_unless_the_user_chose_one(tm
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
     env = runner.subprocess_env(tmp_path / "r")
     assert "INFOTOK_JAX_CACHE_DIR" not in env and env["JAX_COMPILATION_CACHE_DIR"] == "/mine"
+
+
+def test_a_failed_job_is_resubmitted_up_to_the_retries_and_a_failing_one_is_reported(tmp_path, fake_python):
+    import dataclasses
+
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1], steps=2, extra="tiny")
+    once = dataclasses.replace(runs[0], config_arg=runs[0].config_arg + ",failonce")
+    always = dataclasses.replace(runs[1], config_arg=runs[1].config_arg + ",fail")
+    said = []
+    options = dataclasses.replace(LOCAL, retries=1, parallel=2)
+    outcomes = engine.execute(
+        [once, always], tmp_path / "r", study="t", results_dir=tmp_path / "res", python=str(fake_python),
+        options=options, say=said.append,
+    )  # fmt: skip
+    assert outcomes == {once.name: "done", always.name: "failed: train rc=3"}
+    assert said[0] == f"submitted 2 job(s) to local: {once.name}, {always.name}"  # both at once
+    assert sum("resubmitting" in line for line in said) == 2  # each failed once and was retried once
+    assert _calls(fake_python).count(f"infotok_jax.train {always.name}") == 2
+    assert any("FAILED (train rc=3)" in line and always.name in line for line in said)
+    assert said[-1].startswith("progress: 1 done, 1 failed, 0 running or queued, 0 to submit")
+
+
+def test_the_deadline_counts_parallel_slots():
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1, 2, 3, 4], steps=2, extra="tiny")
+    fit = dict(deadline=125.0, expected_seconds=lambda run: 10.0, now=100.0)
+    # two slots: runs end at 10, 10, 20, 20, 30 s; the fifth would end after the deadline (25 s)
+    assert engine.fit_deadline(runs, slots=2, **fit) == (runs[:4], runs[4:])
+    assert engine.fit_deadline(runs, slots=1, **fit) == (runs[:2], runs[2:])
+    assert engine.fit_deadline(runs, slots=1, deadline=None, expected_seconds=None, now=0.0) == (runs, [])
+    assert engine.EngineOptions().slots(5) == 1 and engine.EngineOptions(engine="slurm").slots(5) == 5
