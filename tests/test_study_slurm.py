@@ -174,7 +174,9 @@ def test_a_slice_runs_as_a_slurm_array_and_a_cancelled_job_resumes_from_its_chec
     train_log = (runs[0].workdir(root) / "train.log").read_text()
     jobs = re.findall(r"^# job (\S+) on ", train_log, re.M)
     assert seen and jobs[0] == seen["job"] and len(jobs) == 2 and jobs[1] != jobs[0], (seen, jobs)
-    assert re.search(rf"{re.escape(seen['job'])}, attempt 1\): failed: .*; resubmitting", log), log
+    assert re.search(
+        rf"ar-none-s0: failed: .* \(job {re.escape(seen['job'])}, attempt 1\); resubmitting", log
+    )
     resumed = [int(s) for s in re.findall(r"Resumed from \S+ at step (\d+)", train_log)]
     assert len(resumed) == 1 and seen["step"] <= resumed[0] < STEPS, (resumed, seen)
     assert f"Training steps {resumed[0] + 1}..{STEPS} of {STEPS}" in train_log

@@ -304,21 +304,19 @@ class _Driver:
             self._submit(waiting)
             time.sleep(self.options.poll_s)
             for run, job_id, outcome, seconds in self._ended():
-                tag = f"{position[run.name]} (job {job_id}, attempt {self.attempts[run.name]})"
+                tag, job = position[run.name], f"(job {job_id}, attempt {self.attempts[run.name]})"
                 if outcome == "done":
                     outcomes[run.name] = "done"
-                    self.say(f"{tag}: done in {seconds:.0f} s")
+                    self.say(f"{tag}: done in {seconds:.0f} s {job}")
                     self.on_done(run, tag)
                 elif self._may_retry(run, outcome):
                     step = runner.latest_checkpoint_step(run.workdir(root))
-                    self.say(f"{tag}: {outcome}; resubmitting, resumes from checkpoint step {step}")
+                    self.say(f"{tag}: {outcome} {job}; resubmitting, resumes from checkpoint step {step}")
                     waiting.append(run)
                 else:
                     outcomes[run.name] = outcome
-                    workdir = run.workdir(root)
-                    self.say(
-                        f"{tag}: FAILED ({outcome[len('failed: ') :]}); see {workdir}/train.log, eval.log"
-                    )
+                    logs = f"{run.workdir(root)}/train.log, eval.log"
+                    self.say(f"{tag}: FAILED ({outcome[len('failed: ') :]}); see {logs} {job}")
             counts = (
                 sum(o == "done" for o in outcomes.values()),
                 sum(o.startswith("failed") for o in outcomes.values()),
