@@ -184,8 +184,8 @@ def test_a_slice_runs_as_a_slurm_array_and_a_cancelled_job_resumes_from_its_chec
     assert "Resumed from" not in untouched and len(re.findall(r"^# job ", untouched, re.M)) == 1
 
 
-def test_slurm_flags_reach_the_plan(capsys):
-    """`run_study.py --engine=slurm` parses its resource flags; --dry_run submits nothing."""
+def test_engine_flags_parse_and_a_malformed_one_exits_2(capsys):
+    """`run_study.py --engine=slurm` takes its resources as flags; a malformed one is a user error."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
