@@ -2,11 +2,11 @@
 
 `--engine=local` uses submitit's LocalExecutor (jobs are processes on this machine, at most `parallel`
 at once); `--engine=slurm` its SlurmExecutor (one `sbatch --array` per slice, the scheduler running at
-most `parallel` of its tasks at once, 0 = no limit). Each job is `runner.run_one`: train, then
-evaluate, then write the run's result file, exactly the subprocesses of a serial session, so results
-do not depend on the engine. The driver (this module, in the process of `run_study.py`) waits, prints
-progress (done / failed / running counts and an ETA), commits each result file as it lands (the driver
-is the only git writer) and resubmits failed jobs.
+most `parallel` of its tasks at once; by default no limit but the cluster's). Each job is
+`runner.run_one`: train, then evaluate, then write the run's result file, exactly the subprocesses of a
+serial session, so results do not depend on the engine. The driver (this module, in the process of
+`run_study.py`) waits, prints progress (done / failed / running counts and an ETA), commits each result
+file as it lands (the driver is the only git writer) and resubmits failed jobs.
 
 Retries are explicit resubmissions by the driver, not submitit's `Checkpointable` requeue: a job can
 end early by preemption, a time limit, `scancel`, a node failure or a killed process, and only the
@@ -96,7 +96,7 @@ def options_from_flags(args: Any) -> EngineOptions:
             if not sep or not key:
                 raise ValueError(f"--slurm_extra item {item!r} is not key=value (e.g. --slurm_extra=qos=low)")
             extra.append((key.strip().lstrip("-"), value.strip()))
-    if args.parallel is not None and args.parallel < 0 or args.retries < 0:
+    if (args.parallel is not None and args.parallel < 0) or args.retries < 0:
         raise ValueError("--parallel and --retries take a count >= 0")
     return EngineOptions(
         engine=args.engine,
@@ -159,18 +159,22 @@ def fit_deadline(
 
 
 def _live_slurm_jobs(jobs: Sequence[Any]) -> set[str]:
-    """Ids of the `jobs` SLURM still holds (pending, running, completing, requeued). Asked of `squeue`
-    rather than submitit's `sacct` watcher, which never sees a job end on a cluster without accounting."""
-    array_ids = sorted({job.job_id.split("_")[0] for job in jobs})
-    command = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(array_ids)}"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:  # an id the controller already forgot makes squeue fail: ask one by one
-        alive = set()
-        for array_id in array_ids:
-            one = subprocess.run([*command[:-1], f"--jobs={array_id}"], capture_output=True, text=True)
-            alive.update(one.stdout.split() if one.returncode == 0 else ())
-        return alive
-    return set(done.stdout.split())
+    """Ids of the `jobs` SLURM still holds (pending, running, completing, requeued), asked of `squeue`
+    (submitit's own watcher asks `sacct`, which without an accounting database never sees a job end).
+    An array the controller has forgotten holds none; when `squeue` fails otherwise (the controller
+    unreachable), its jobs count as live, so a hiccup never resubmits a running job."""
+    by_array: dict[str, list[str]] = {}
+    for job in jobs:
+        by_array.setdefault(job.job_id.split("_")[0], []).append(job.job_id)
+    live: set[str] = set()
+    for array_id, ids in by_array.items():
+        command = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={array_id}"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode == 0:
+            live.update(done.stdout.split())
+        elif "invalid job id" not in done.stderr.lower():
+            live.update(ids)
+    return live
 
 
 def _job_outcome(job: Any) -> str:
