@@ -8,16 +8,20 @@ r"""The InfoTok study: runs in priority order, one committed result file per fin
     python experiments/run_study.py --study=smoke --steps=2 --extra=tiny --hosts=ar --seeds=0 --dry_run
     python experiments/run_study.py --curve --max_minutes=120                 # baselines' learning curve
     python experiments/run_study.py --study=cpu2400 --claims                   # the claims, Holm-adjusted
+    python experiments/run_study.py --next --engine=slurm --slurm_partition=gpu --gpus_per_node=1 --commit
 
 `--study` names a budget (slices.BUDGETS: cpu600 = 600 steps at batch 32, evaluated once at the end;
 cpu1200; cpu2400; tiny) and the folder of its results, `experiments/results/runs/<study>/<run>.json`,
 written after every finished run (config, metrics, wall time split, git commit, machine). A run with a
 result file is skipped, on any machine; commit the files (`--commit` does, one by one) and the next
 session continues where this one stopped; `--max_minutes` starts no run expected to end after it.
-Every run is `python -m infotok_jax.train --config=experiments/configs/host.py:host=H,arm=A,seed=S,...
+Every run is one submitit job (study/engine.py; `--engine=local`, the default: jobs on this machine,
+`--parallel` at once; `--engine=slurm`: one job array per slice, see launch/README.md) that runs
+`python -m infotok_jax.train --config=experiments/configs/host.py:host=H,arm=A,seed=S,...
 --workdir=<root>/runs/<name> [--config.<field>=<value>]` then `python -m infotok_jax.evaluate` with the
-same config, each its own subprocess (a failing run is reported and the study goes on; exit status 1 if
-any failed). Afterwards (or alone, with --aggregate_only) the selection is aggregated from the result
+same config, each its own subprocess. A failed or preempted job is resubmitted (`--retries`) and resumes
+from its checkpoints; a run that still fails is reported and the study goes on (exit status 1 if any
+failed). Afterwards (or alone, with --aggregate_only) the selection is aggregated from the result
 files alone into <root>/study/<slice or sweep>/ (table.md, results.json, plots).
 Sweeps are protocol.SWEEPS (`--help` lists them); slices, in priority order, slices.SLICES (`--status`
 lists them).
@@ -37,17 +41,17 @@ from collections.abc import Sequence
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from infotok_jax.study import (
+from infotok_jax.study import (  # noqa: E402
     aggregate,
     budget_curve,
     capacity,
     claims,
+    engine,
     plots,
     protocol,
-    runner,
     slices,
     tables,
-)  # noqa: E402
+)
 from infotok_jax.study import results as results_lib  # noqa: E402
 
 PYTHON = sys.executable  # the interpreter of the runs' subprocesses
@@ -109,6 +113,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Only decide the claims of the study (claim_families.CLAIMS) from its result files; "
         "run nothing.",
     )
+    engine.add_flags(parser)
     return parser.parse_args(argv)
 
 
@@ -264,11 +269,12 @@ def _execute(
     args: argparse.Namespace, runs: list[protocol.Run], root: pathlib.Path, study: str, deadline: float | None
 ) -> list[str]:
     """Runs (or, with --dry_run, prints) the missing `runs` of `study`; returns the names that failed."""
-    outcomes = runner.execute(
+    outcomes = engine.execute(
         runs,
         root,
         study=study,
         results_dir=args.results_dir,
+        options=args.engine_options,
         dry_run=args.dry_run,
         deadline=deadline,
         python=PYTHON,
@@ -322,6 +328,11 @@ def run_curve(args: argparse.Namespace, deadline: float | None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    try:
+        args.engine_options = engine.options_from_flags(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.curve:
         return run_curve(args, _deadline(args))
     try:

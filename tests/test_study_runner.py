@@ -1,4 +1,5 @@
-"""The study runner against a stand-in python: result records, skipping, deadlines, the CLI."""
+"""The study runner, through submitit's local executor, against a stand-in python: result records,
+skipping, deadlines, the CLI."""
 
 import json
 import os
@@ -8,9 +9,10 @@ import sys
 
 import pytest
 
-from infotok_jax.study import aggregate, protocol, slices
+from infotok_jax.study import aggregate, engine, protocol, slices
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+LOCAL = engine.EngineOptions(poll_s=0.2, retries=0)  # one job at a time on this machine
 
 FAKE_PYTHON = r'''#!{python}
 """Stands in for `python -m infotok_jax.train|evaluate`: writes what the binaries write, from the config."""
@@ -22,7 +24,11 @@ bump = 0.1 * sum(k.startswith("config.") for k in flags)  # overrides change the
 with open(pathlib.Path(__file__).parent / "calls.log", "a") as log:
     log.write(f"{{module}} {{workdir.name}}\n")
 if module == "infotok_jax.train":
-    if "fail" in arg: sys.exit(3)
+    if "failonce" in arg and not (workdir / "failed_once").exists():  # a job killed once, then fine
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "failed_once").touch()
+        sys.exit(3)
+    if "fail," in arg + ",": sys.exit(3)
     (workdir / "checkpoints" / "2").mkdir(parents=True)
     (workdir / "config.json").write_text(json.dumps({{"config_arg": arg}}))
     (workdir / "timing.json").write_text(json.dumps({{"startup_s": 1.0, "compile_s": 2.0, "train_s": 3.0}}))
@@ -60,7 +66,7 @@ def _calls(fake_python: pathlib.Path) -> list[str]:
 def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_them_alone(
     tmp_path, fake_python
 ):
-    from infotok_jax.study import results, runner
+    from infotok_jax.study import results
 
     root, store = tmp_path / "root", tmp_path / "results"
     picked = ("baseline", "hsic: full", "hsic: relevance + consistency")
@@ -69,8 +75,8 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     ]
     assert len(runs) == 6
     said = []
-    outcomes = runner.execute(
-        runs, root, study="t", results_dir=store, python=str(fake_python), say=said.append
+    outcomes = engine.execute(
+        runs, root, study="t", results_dir=store, python=str(fake_python), options=LOCAL, say=said.append
     )
     assert set(outcomes.values()) == {"done"} and len(_calls(fake_python)) == 2 * len(runs)
     record = json.loads((store / "t" / "ar-hsic-beta0-s1.json").read_text())
@@ -86,7 +92,9 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     from_workdirs = aggregate.aggregate(runs, root, "controls")
     shutil.rmtree(root)  # a new machine: only the committed result files
     assert set(
-        runner.execute(runs, root, study="t", results_dir=store, python=str(fake_python)).values()
+        engine.execute(
+            runs, root, study="t", results_dir=store, python=str(fake_python), options=LOCAL
+        ).values()
     ) == {"skipped"}
     assert len(_calls(fake_python)) == 2 * len(runs) and not root.exists()
     found = results.load_results(store, "t", runs)
@@ -96,7 +104,7 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     other = protocol.plan("controls", ["ar"], ["none"], [0], steps=2, extra="tiny,batch=4")[0]
     assert other.name == runs[0].name
     with pytest.raises(results.ResultMismatchError, match="another --study"):
-        runner.execute([other], root, study="t", results_dir=store, python=str(fake_python))
+        engine.execute([other], root, study="t", results_dir=store, python=str(fake_python), options=LOCAL)
 
     # a result made before a default changed: same name and flags, another effective setting
     path = store / "t" / f"{runs[0].name}.json"
@@ -115,29 +123,28 @@ def test_runner_reports_failures_and_defers_runs_past_the_deadline(tmp_path, fak
     import dataclasses
     import time
 
-    from infotok_jax.study import runner
-
     runs = protocol.plan("main", ["ar"], ["none"], [0, 1], steps=2, extra="tiny")
     bad = dataclasses.replace(runs[0], config_arg=runs[0].config_arg + ",fail")
     said = []
-    outcomes = runner.execute(
+    outcomes = engine.execute(
         [bad, runs[1]],
         tmp_path / "r",
         study="t",
         results_dir=tmp_path / "res",
         python=str(fake_python),
+        options=LOCAL,
         say=said.append,
     )
     assert outcomes == {bad.name: "failed: train rc=3", runs[1].name: "done"}
-    assert (
-        "FAILED (train rc=3); see" in said[0] and not (tmp_path / "res" / "t" / f"{bad.name}.json").exists()
-    )
-    late = runner.execute(
+    assert any("FAILED (train rc=3); see" in line for line in said)
+    assert not (tmp_path / "res" / "t" / f"{bad.name}.json").exists()
+    late = engine.execute(
         runs,
         tmp_path / "r2",
         study="u",
         results_dir=tmp_path / "res",
         python=str(fake_python),
+        options=LOCAL,
         deadline=time.monotonic() - 1,
         say=said.append,
     )
@@ -204,3 +211,33 @@ def test_runs_share_one_compilation_cache_per_study_unless_the_user_chose_one(tm
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
     env = runner.subprocess_env(tmp_path / "r")
     assert "INFOTOK_JAX_CACHE_DIR" not in env and env["JAX_COMPILATION_CACHE_DIR"] == "/mine"
+
+
+def test_a_failed_job_is_resubmitted_up_to_the_retries_and_a_failing_one_is_reported(tmp_path, fake_python):
+    import dataclasses
+
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1], steps=2, extra="tiny")
+    once = dataclasses.replace(runs[0], config_arg=runs[0].config_arg + ",failonce")
+    always = dataclasses.replace(runs[1], config_arg=runs[1].config_arg + ",fail")
+    said = []
+    options = dataclasses.replace(LOCAL, retries=1, parallel=2)
+    outcomes = engine.execute(
+        [once, always], tmp_path / "r", study="t", results_dir=tmp_path / "res", python=str(fake_python),
+        options=options, say=said.append,
+    )  # fmt: skip
+    assert outcomes == {once.name: "done", always.name: "failed: train rc=3"}
+    assert said[0] == f"submitted 2 job(s) to local: {once.name}, {always.name}"  # both at once
+    assert sum("resubmitting" in line for line in said) == 2  # each failed once and was retried once
+    assert _calls(fake_python).count(f"infotok_jax.train {always.name}") == 2
+    assert any("FAILED (train rc=3)" in line and always.name in line for line in said)
+    assert said[-1].startswith("progress: 1 done, 1 failed, 0 running or queued, 0 to submit")
+
+
+def test_the_deadline_counts_parallel_slots():
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1, 2, 3, 4], steps=2, extra="tiny")
+    fit = dict(deadline=125.0, expected_seconds=lambda run: 10.0, now=100.0)
+    # two slots: runs end at 10, 10, 20, 20, 30 s; the fifth would end after the deadline (25 s)
+    assert engine.fit_deadline(runs, slots=2, **fit) == (runs[:4], runs[4:])
+    assert engine.fit_deadline(runs, slots=1, **fit) == (runs[:2], runs[2:])
+    assert engine.fit_deadline(runs, slots=1, deadline=None, expected_seconds=None, now=0.0) == (runs, [])
+    assert engine.EngineOptions().slots(5) == 1 and engine.EngineOptions(engine="slurm").slots(5) == 5

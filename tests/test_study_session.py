@@ -4,8 +4,8 @@
 import subprocess
 import time
 
-from infotok_jax.study import protocol, runner
-from tests.test_study_runner import fake_python  # noqa: F401 (a fixture)
+from infotok_jax.study import engine, protocol
+from tests.test_study_runner import LOCAL, fake_python  # noqa: F401 (a fixture)
 
 
 def _git(repo, *args: str) -> str:
@@ -22,8 +22,8 @@ def test_each_new_result_is_committed_alone_and_staged_work_stays_staged(tmp_pat
     _git(repo, "add", "notes.txt")
     runs = protocol.plan("main", ["ar"], ["none", "hsic"], [0], 2, "tiny")  # the fake binaries train 2 steps
     said = []
-    outcomes = runner.execute(
-        runs, tmp_path / "root", study="t", results_dir=repo / "res", python=str(fake_python),
+    outcomes = engine.execute(
+        runs, tmp_path / "root", study="t", results_dir=repo / "res", python=str(fake_python), options=LOCAL,
         say=said.append, commit=True,
     )  # fmt: skip
     assert set(outcomes.values()) == {"done"}
@@ -36,20 +36,22 @@ def test_each_new_result_is_committed_alone_and_staged_work_stays_staged(tmp_pat
 def test_a_result_outside_a_repository_is_kept_and_reported(tmp_path, fake_python):  # noqa: F811
     runs = protocol.plan("main", ["ar"], ["none"], [0], 2, "tiny")  # the fake binaries train 2 steps
     said = []
-    outcomes = runner.execute(
+    outcomes = engine.execute(
         runs, tmp_path / "root", study="t", results_dir=tmp_path / "res", python=str(fake_python),
+        options=LOCAL,
         say=said.append, commit=True,
     )  # fmt: skip
     assert outcomes == {"ar-none-s0": "done"} and (tmp_path / "res" / "t" / "ar-none-s0.json").exists()
-    assert "result not committed" in said[-1] and "commit" in said[-1]
+    assert any("result not committed" in line and "by hand" in line for line in said)
 
 
 def test_a_run_expected_to_end_after_the_deadline_waits_and_so_do_the_later_ones(tmp_path, fake_python):  # noqa: F811
     runs = protocol.plan("main", ["ar"], ["none"], [0, 1, 2], 2, "tiny")
     expected = {runs[0].name: 1.0, runs[1].name: 1000.0, runs[2].name: None}  # run 2: no estimate
     said = []
-    outcomes = runner.execute(
+    outcomes = engine.execute(
         runs, tmp_path / "root", study="t", results_dir=tmp_path / "res", python=str(fake_python),
+        options=LOCAL,
         say=said.append, deadline=time.monotonic() + 100, expected_seconds=lambda run: expected[run.name],
     )  # fmt: skip
     # run 1 would end after the deadline; run 2 would fit, but runs keep the plan's order
