@@ -161,7 +161,12 @@ def selection(args: argparse.Namespace, budget: slices.Budget) -> list[tuple[str
 
 
 def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[protocol.Run]]]) -> str:
-    """Markdown: per slice, runs planned / with a result, their measured wall time, the next missing run."""
+    """Markdown: per slice, runs planned / with a result, their measured wall time, the next missing run.
+    Slices planned for another study are named below the table, not counted in this one."""
+    elsewhere = [
+        (name, _planned_study(name)) for name, _, _ in groups if _planned_study(name) not in ("", args.study)
+    ]
+    groups = [g for g in groups if _planned_study(g[0]) in ("", args.study)]
     where = pathlib.Path(args.results_dir).absolute() / args.study
     if where.is_relative_to(protocol.REPO):
         where = where.relative_to(protocol.REPO)
@@ -194,6 +199,16 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         "count in this study (else of its host, else of all); a run shared by slices counts in each"
         + ("." if total is None else f"; every distinct missing run: about {total / 3600:.1f} h."),
         "",
+        *(
+            [
+                "Planned for other studies (their status: `--study=<that study> --status`): "
+                + ", ".join(f"{name} ({study})" for name, study in elsewhere)
+                + ".",
+                "",
+            ]
+            if elsewhere
+            else []
+        ),
         budget_curve.summary(args.results_dir),
     ]
     return "\n".join(lines) + "\n"
