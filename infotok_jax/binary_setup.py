@@ -2,8 +2,9 @@
 
 Both binaries run the same way on one machine, a GPU cluster or a TPU pod: `--distributed` starts
 multi-process JAX before any device is touched, a lost process makes the others exit after
-`--heartbeat_timeout_seconds`, the persistent compilation cache is enabled and orbax's per-file INFO logs
-are dropped. Import this module from a binary (it defines absl flags) and call `start()` in `main`.
+`--heartbeat_timeout_seconds`, the persistent compilation cache is enabled, orbax's per-file INFO logs
+are dropped and, against a GCS emulator, gcsfs's per-call credential warnings too. Import this module
+from a binary (it defines absl flags) and call `start()` in `main`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def _quiet_orbax_info_logs() -> None:
 
 def start() -> None:
     """Multi-process start-up (when --distributed), the compilation cache and logging; call first."""
-    from infotok_jax import distributed
+    from infotok_jax import distributed, storage
 
+    storage.quiet_gcs_emulator_probe()  # before anything imports gcsfs
     _quiet_orbax_info_logs()
     distributed.initialize(
         DISTRIBUTED.value,

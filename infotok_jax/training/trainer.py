@@ -208,10 +208,11 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
     state_is_finite = checkpointing.make_finite_check(mesh)
     last_finite_step = start_step
     last_checkpoint = latest
+    last_values: dict[str, float] = {}
 
     def record(step: int, metrics) -> None:
-        nonlocal last_finite_step
-        values = jax.device_get(metrics)
+        nonlocal last_finite_step, last_values
+        values = last_values = jax.device_get(metrics)
         if not (np.isfinite(values["loss"]) and np.isfinite(values["l2_grads"])):
             what = f"non-finite loss or gradient (loss={values['loss']}, l2_grads={values['l2_grads']})"
             raise NonFiniteLossError(
@@ -278,8 +279,19 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
 
     if jax.process_index() == 0:
         timer.write(workdir)
-        if int(jax.device_get(state.step)) == config.num_train_steps:
+        last_step = int(jax.device_get(state.step))
+        if last_step == config.num_train_steps:
             _plot_information_plane(task, workdir)
+        summary = run_log.run_summary(
+            workdir,
+            first_step=start_step,
+            last_step=last_step,
+            num_train_steps=config.num_train_steps,
+            seconds=timer.seconds,
+            train_metrics=last_values,
+            eval_metrics=final_metrics,
+        )
+        logging.info("%s", summary)
     return final_metrics
 
 
