@@ -108,8 +108,10 @@ def run_summary(
         f"Trained steps {first_step + 1}..{last_step} of {num_train_steps}{stopped} in "
         f"{format_duration(sum(seconds.values()))} ({stages})"
     ]
-    if losses or eval_losses:
-        parts.append(f"final {format_metrics({**losses, **eval_losses})}")
+    if losses:
+        parts.append(f"final {format_metrics(losses)}")
+    if eval_losses:
+        parts.append(f"last evaluation {format_metrics(eval_losses)}")
     names = ", ".join(path.name for key, path in paths.items() if key != "workdir")
     parts.append(f"outputs in {paths['workdir']} ({names})")
     return "; ".join(parts)
