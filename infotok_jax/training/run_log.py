@@ -102,7 +102,7 @@ def run_summary(
     stopped = "" if last_step == num_train_steps else f" (stopped early; the run ends at {num_train_steps})"
     losses = {k: v for k, v in train_metrics.items() if k == "loss" or k.startswith("loss/")}
     eval_losses = {k: v for k, v in eval_metrics.items() if k.startswith("eval/loss")}
-    stages = ", ".join(f"{name[:-2]} {seconds[name]:.0f} s" for name in timing.STAGES if seconds[name] >= 0.5)
+    stages = ", ".join(f"{name[:-2]} {seconds[name]:.0f} s" for name in timing.STAGES)
     paths = output_paths(workdir)
     parts = [
         f"Trained steps {first_step + 1}..{last_step} of {num_train_steps}{stopped} in "
