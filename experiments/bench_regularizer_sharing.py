@@ -137,7 +137,7 @@ def main() -> None:
     states = {k: jax.device_put(initial, s.state_shardings, may_alias=False) for k in compiled}
     first = {}
     for k in compiled:  # one step of each from the same state: the two paths must agree
-        states[k], metrics = compiled[k](states[k], batch)
+        states[k], metrics = compiled[k](states[k], batch, s.seed)
         first[k] = {m: float(v) for m, v in metrics.items() if m == "loss" or m.startswith("infotok/")}
     diff = max(abs(first["old"][m] - first["new"][m]) for m in first["new"])
     print(
@@ -147,7 +147,7 @@ def main() -> None:
 
     def step(k):
         def run():
-            states[k], metrics = compiled[k](states[k], batch)
+            states[k], metrics = compiled[k](states[k], batch, s.seed)
             return metrics["loss"]
 
         return run

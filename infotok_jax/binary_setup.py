@@ -2,10 +2,10 @@
 
 Both binaries run the same way on one machine, a GPU cluster or a TPU pod: `--distributed` starts
 multi-process JAX before any device is touched, a lost process makes the others exit after
-`--heartbeat_timeout_seconds`, the persistent compilation cache is enabled and orbax's per-file INFO logs
-are dropped (and so are the tracebacks a full disk makes orbax's and tensorboardX's threads print: the
-binary reports it in one line). Import this module from a binary (it defines absl flags) and call
-`start()` in `main`.
+`--heartbeat_timeout_seconds`, the persistent compilation cache is enabled, orbax's per-file INFO logs
+are dropped and, against a GCS emulator, gcsfs's per-call credential warnings too (and so are the
+tracebacks a full disk makes orbax's and tensorboardX's threads print: the binary reports it in one line).
+Import this module from a binary (it defines absl flags) and call `start()` in `main`.
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def _one_line_for_full_disk_in_threads() -> None:
 
 def start() -> None:
     """Multi-process start-up (when --distributed), the compilation cache and logging; call first."""
-    from infotok_jax import distributed
+    from infotok_jax import distributed, storage
 
+    storage.quiet_gcs_emulator_probe()  # before anything imports gcsfs
     _quiet_orbax_info_logs()
     _one_line_for_full_disk_in_threads()
     if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM

@@ -36,6 +36,21 @@ def as_path(path: epath.PathLike) -> epath.Path:
     return p if is_remote(path) else p.absolute()
 
 
+def quiet_gcs_emulator_probe(environ: dict[str, str] | None = None) -> None:
+    """Against a GCS emulator (STORAGE_EMULATOR_HOST set), turns gcsfs's bucket-type probe off.
+
+    gcsfs asks Google's storage-control API, which no emulator serves, what kind of bucket each path is
+    in; without Google credentials every call then logs a warning ("Could not determine bucket type ...
+    Your default credentials were not found", 340 of 439 log lines in one emulated run) and falls back to
+    the plain client, which is what serves the emulator. gcsfs reads the switch when it is imported, so
+    the binaries call this first (`binary_setup.start`); an explicit GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT
+    wins.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("STORAGE_EMULATOR_HOST"):
+        env.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
 def missing_remote_support(path: epath.PathLike) -> str | None:
     """For a gs:// path without gcsfs installed: what to install; else None."""
     if os.fspath(path).startswith("gs://") and importlib.util.find_spec("gcsfs") is None:

@@ -59,6 +59,7 @@ def _train(config, workdir):
         ("--config.data.eval_split=valid", "data.eval_split"),
         ("--config.data.text_vocab_size=8", "data.text_vocab_size"),
         ("--config.host.lm.num_heads=3", "host"),  # not a multiple of num_kv_heads=2
+        ("--config.infotok.x_view_size=5", "infotok.x_view_size"),  # does not divide 32
         ("--config.data.eval_batch_size=12", "data.eval_batch_size"),  # 8 devices
         ("--config.optimizer.learning_rate=inf", "optimizer.learning_rate"),
         ("--config.optimizer.learning_rate=nan", "optimizer.learning_rate"),
@@ -72,6 +73,17 @@ def test_a_bad_training_config_fails_before_anything_is_written(tmp_path, overri
     with pytest.raises(ConfigError, match=rf"^config\.{field}[:=]"):
         _train(config, workdir)
     assert not workdir.exists() and not missing.exists()  # nothing written, init_from not created
+
+
+def test_an_unset_x_view_size_is_derived_from_the_image_size():
+    from infotok_jax.infotok import views
+
+    assert [views.derived_view_size(s, s) for s in (28, 32, 64, 16, 5)] == [7, 8, 8, 8, 5]
+    images = jnp.arange(2 * 28 * 28 * 3, dtype=jnp.float32).reshape(2, 28, 28, 3)
+    np.testing.assert_allclose(views.pixel_view(images), views.pixel_view(images, 7))  # Fashion-MNIST
+    config = _host()
+    config.infotok.x_view_size = None
+    assert tasks.build_task(config).config.infotok.x_view_size is None  # accepted, derived when traced
 
 
 def test_init_from_names_a_runs_checkpoints_dir(tmp_path):

@@ -198,7 +198,7 @@ def test_out_of_vocabulary_predictions_are_wrong_not_errors(scenes):
 def test_endless_pipeline_needs_max_batches(scenes):
     cfg = experiment_data.default_config("scenes")
     cfg.data_dir, cfg.nuisance, cfg.num_train, cfg.num_eval = scenes["dir"], 0.0, 64, 32
-    pipe = experiment_data.make_pipeline(cfg, split="train", mesh=None, seed=0, batch_size=8)
+    pipe = data.make_pipeline(**experiment_data.pipeline_args(cfg, batch_size=8), split="train", mesh=None)
     echo = lambda im, q, n: np.zeros((len(im), n), np.int32)
     with pytest.raises(ValueError, match="max_batches"):
         understanding.evaluate_understanding(echo, pipe, scenes["tok"])

@@ -22,6 +22,7 @@ import urllib.request
 import portpicker
 import pytest
 
+from infotok_jax import storage
 from tests import training_harness as harness
 
 BUCKET = "infotok-test"
@@ -68,9 +69,13 @@ class Emulator:
             "TENSORSTORE_GCS_HTTP_VERSION": "1",
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token",
             "GOOGLE_CLOUD_PROJECT": "test-project",
-            # gcsfs asks the (gRPC, not emulated) storage-control API for the bucket layout; skip that.
-            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
         }
+
+    def in_process_env(self) -> dict[str, str]:
+        """`env()` plus what the binaries set for themselves (`storage.quiet_gcs_emulator_probe`)."""
+        environ = self.env()
+        storage.quiet_gcs_emulator_probe(environ)
+        return environ
 
     def create_bucket(self, name: str) -> None:
         body = json.dumps({"name": name}).encode()
@@ -125,9 +130,21 @@ def committed_steps(server: Emulator, prefix: str) -> list[int]:
     return sorted(int(p[0]) for p in parts if len(p) == 2 and p[0].isdigit() and p[1] == "commit_success.txt")
 
 
+def test_the_gcsfs_bucket_type_probe_is_off_against_an_emulator_only():
+    emulated = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"}
+    storage.quiet_gcs_emulator_probe(emulated)
+    assert emulated["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
+    chosen = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "true"}
+    storage.quiet_gcs_emulator_probe(chosen)
+    assert chosen["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "true"
+    real = {}
+    storage.quiet_gcs_emulator_probe(real)
+    assert real == {}
+
+
 def test_epath_modules_write_to_the_bucket(emulator, monkeypatch, tmp_path):
     """The storage helpers, config record and plots go to the bucket, nothing to local disk."""
-    for key, value in emulator.env().items():
+    for key, value in emulator.in_process_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     import numpy as np
@@ -160,7 +177,7 @@ def test_epath_modules_write_to_the_bucket(emulator, monkeypatch, tmp_path):
 def test_exclusive_create_and_the_workdir_lock_hold_on_the_bucket(emulator, monkeypatch):
     """Of 8 creators racing for one object exactly one wins (the bucket's precondition, not a check
     then a write); a lock held in a gs:// workdir refuses a second run and is removed on release."""
-    for key, value in emulator.env().items():
+    for key, value in emulator.in_process_env().items():
         monkeypatch.setenv(key, value)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -244,6 +261,7 @@ def test_tiny_run_trains_is_killed_resumes_and_evaluates_in_the_bucket(emulator,
     )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"at step {killed_at}" in resumed.stderr, resumed.stderr[-4000:]
+    assert "Could not determine bucket type" not in resumed.stderr  # the binary quiets gcsfs's probe
     assert final in committed_steps(emulator, "run")
 
     names = emulator.objects(BUCKET, "run/")

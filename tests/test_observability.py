@@ -12,6 +12,7 @@ import io
 import json
 import logging as std_logging
 import pathlib
+import re
 from collections.abc import Iterator
 
 import jax.numpy as jnp
@@ -93,6 +94,25 @@ def test_log_shows_params_paths_compile_losses_and_eval(toy_run):
     assert "steps/s (training only, last 3 steps)" in log  # the window opens after the compiling step 1
     assert "eval at step 3 (" in log and "eval/mse=" in log
     assert "eval at step 6 (" in log
+
+
+def test_loss_is_one_number_in_the_log_the_history_and_tensorboard(toy_run):
+    workdir, log = toy_run
+    final = reporting.read_metrics(workdir)[6]["loss"]
+    assert float(re.search(r"step 6/6  loss=(\S+)", log).group(1)) == pytest.approx(final, rel=1e-3)
+    assert [e.value for e in _accumulator(workdir).Scalars("loss") if e.step == 6] == [pytest.approx(final)]
+
+
+def test_the_run_ends_with_one_summary_line(toy_run):
+    workdir, log = toy_run
+    summaries = [line for line in log.splitlines() if line.startswith("Trained steps")]
+    assert len(summaries) == 1, log
+    summary = summaries[0]
+    assert summary.startswith("Trained steps 1..6 of 6 in ")
+    assert re.search(r"\(startup \d+ s, compile \d+ s, train \d+ s, eval \d+ s, checkpoint \d+ s\)", summary)
+    final = reporting.read_metrics(workdir)[6]["loss"]
+    assert float(re.search(r"final loss=(\S+);", summary).group(1)) == pytest.approx(final, rel=1e-3)
+    assert f"outputs in {workdir} (checkpoints, metrics.jsonl, tensorboard, images, timing.json)" in summary
 
 
 def test_metrics_jsonl_has_the_windowed_rate(toy_run):
@@ -239,9 +259,13 @@ def test_dataset_build_says_it_builds_locally_without_download(tmp_path, capfd):
     assert "Built dataset infotok_scenes in" in log
 
 
-def test_host_generation_captions_carry_the_text_and_the_oracle_verdict(tmp_path, monkeypatch):
+def test_host_task_loss_is_the_host_loss_plus_infotok_and_captions_carry_the_verdict(tmp_path, monkeypatch):
     import importlib.util
 
+    import flax.linen as nn
+    import jax
+
+    from infotok_jax import data
     from infotok_jax.data import experiment_data
     from infotok_jax.tasks.host_task import HostTask
 
@@ -252,14 +276,12 @@ def test_host_generation_captions_carry_the_text_and_the_oracle_verdict(tmp_path
     config = module.get_config("host=ar,tiny")
     config.data.data_dir = str(tmp_path / "tiny")
     experiment_data.ensure_prepared(config.data)
-    pipeline = experiment_data.make_pipeline(
-        config.data,
+    pipeline = data.make_pipeline(
+        **experiment_data.pipeline_args(config.data, batch_size=4),
         split="validation",
         mesh=None,
         seed=0,
         shuffle=False,
-        batch_size=4,
-        every_process_reads_all=True,
     )
     batch = next(iter(pipeline))
     images = np.asarray(batch["image"])
@@ -271,3 +293,13 @@ def test_host_generation_captions_carry_the_text_and_the_oracle_verdict(tmp_path
     assert len(captions) == 4
     assert all(c.endswith("  [oracle: correct]") and len(c.split()) > 4 for c in captions), captions
     assert all(c.endswith("  [oracle: wrong]") for c in task.picture_captions("generations", wrong, notes))
+
+    # `loss` (log, metrics.jsonl, TensorBoard) is what is differentiated; `loss/host` leaves InfoTok out
+    variables = dict(nn.unbox(task.init_variables(jax.random.key(0), batch)))
+    params = variables.pop("params")
+    config.infotok.warmup_steps = 4  # at step 2 the IB weight is 1/2
+    loss, (metrics, _) = task.loss(params, variables, batch, jax.random.key(1), jnp.asarray(2, jnp.int32))
+    assert "loss/total" not in metrics and float(metrics["infotok/weight"]) == pytest.approx(0.5)
+    infotok_term = metrics["infotok/weight"] * metrics["infotok/regularizer"]
+    assert float(infotok_term) != 0.0
+    assert float(loss) == pytest.approx(float(metrics["loss/host"] + infotok_term), rel=1e-5)

@@ -239,14 +239,18 @@ def time_arms(args: argparse.Namespace, keys: list, variants: dict, compiled: di
     for round_ in range(args.reps + 1):
         for k in keys:
             begin = time.perf_counter()
-            states[k], metrics = jax.block_until_ready(compiled[k](states[k], variants[k]["batch"]))
+            states[k], metrics = jax.block_until_ready(
+                compiled[k](states[k], variants[k]["batch"], variants[k]["setup"].seed)
+            )
             if round_:
                 times[k].append(time.perf_counter() - begin)
             variants[k]["row"]["loss_finite"] = bool(np.isfinite(float(metrics["loss"])))
     for k in keys if args.profile_dir else ():
         with jax.profiler.trace(os.path.join(args.profile_dir, f"{k[0]}_{k[1]}")):
             for _ in range(3):
-                states[k], _ = jax.block_until_ready(compiled[k](states[k], variants[k]["batch"]))
+                states[k], _ = jax.block_until_ready(
+                    compiled[k](states[k], variants[k]["batch"], variants[k]["setup"].seed)
+                )
     return times
 
 

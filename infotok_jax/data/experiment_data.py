@@ -2,8 +2,9 @@
 
 One place turns a config into prepared data and iterators, so every task reads data the same way:
 `default_config(dataset)` gives the fields, `ensure_prepared` builds the dataset once (process 0 builds,
-the others wait), `make_pipeline` returns a resumable sharded iterator and `abstract_batch` the global
-batch shapes without touching any file (for ahead-of-time compilation).
+the others wait), `pipeline_args` gives what `pipeline.make_pipeline` needs from it (the one way to build
+an iterator) and `abstract_batch` the global batch shapes without touching any file (for ahead-of-time
+compilation).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import NoReturn
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import Mesh
 
 from infotok_jax import distributed
-from infotok_jax.data import pipeline, preparation, registry, scenes_render, scenes_spec, tfds_adapter
+from infotok_jax.data import preparation, registry, scenes_render, scenes_spec, tfds_adapter
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.data.tfds_adapter import TextLengths
 
@@ -160,38 +160,18 @@ def _lengths(c: ml_collections.ConfigDict) -> TextLengths:
     return TextLengths(caption=c.caption_length, question=c.question_length, answer=c.answer_length)
 
 
-def make_pipeline(
-    c: ml_collections.ConfigDict,
-    *,
-    split: str,
-    mesh: Mesh | None,
-    seed: int,
-    shuffle: bool = True,
-    num_epochs: int | None = None,
-    batch_size: int | None = None,
-    every_process_reads_all: bool = False,
-) -> pipeline.InputPipeline:
-    """A deterministic, resumable iterator of global batches for `split`.
-
-    With `every_process_reads_all` (and `mesh=None`) every process reads every row of each batch as
-    numpy, for evaluation code that scores whole batches identically on every process.
-    """
-    whole = {"process_index": 0, "process_count": 1} if every_process_reads_all else {}
-    return pipeline.make_pipeline(
-        c.name,
-        c.data_dir,
-        split,
-        batch_size or c.global_batch_size,
-        mesh,
-        seed=seed,
-        image_size=c.image_size,
-        lengths=_lengths(c),
-        shuffle=shuffle,
-        num_epochs=num_epochs,
-        num_threads=c.num_threads,
-        dataset_kwargs=builder_kwargs(c),
-        **whole,
-    )
+def pipeline_args(c: ml_collections.ConfigDict, batch_size: int | None = None) -> dict:
+    """The keyword arguments of `pipeline.make_pipeline` that the data block fixes (dataset, directory,
+    batch size, image size, text lengths, threads); the caller adds split, mesh, seed and the order."""
+    return {
+        "name": c.name,
+        "data_dir": c.data_dir,
+        "global_batch_size": batch_size or c.global_batch_size,
+        "image_size": c.image_size,
+        "lengths": _lengths(c),
+        "num_threads": c.num_threads,
+        "dataset_kwargs": builder_kwargs(c),
+    }
 
 
 def abstract_batch(c: ml_collections.ConfigDict, batch_size: int | None = None) -> dict:

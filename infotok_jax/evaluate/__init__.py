@@ -6,7 +6,7 @@ Every evaluator takes plain callables, so any host (or a baseline) plugs in with
   evaluate_reconstruction(reconstruct_fn, batches)            reconstruct_fn(images) -> images
   evaluate_information(encode_fn, batches)                    encode_fn(images) -> z_BxNxD
 `batches` is any iterable of numpy batch dicts (`infotok_jax.data.iterate_numpy`, or a mesh-less
-`experiment_data.make_pipeline` with `max_batches`). Every score sits beside empirical floors (floor_*)
+`data.make_pipeline` with `max_batches`). Every score sits beside empirical floors (floor_*)
 and references (ceiling_recon_*: the oracle on reconstructions, not an upper bound);
 `report.evaluate_splits` runs them over several splits and
 `report.write_report(out_dir, results)` writes metrics.json, metrics.md and the PNG grids (the evaluation

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
-from infotok_jax.data import experiment_data
+from infotok_jax.data import experiment_data, pipeline
 from infotok_jax.data.text_tokenizer import WordTokenizer
 from infotok_jax.evaluate import report, run_checks
 from infotok_jax.mllm import hosts
@@ -156,15 +156,15 @@ def _evaluate_data(
     text_tokenizer = WordTokenizer.load(prepared.tokenizer_path)
 
     def make_batches(split: str):
-        return experiment_data.make_pipeline(
-            data,
+        return pipeline.make_pipeline(  # every process reads every row: the scores are computed alike
+            **experiment_data.pipeline_args(data, batch_size=ev.batch_size),
             split=split,
             mesh=None,
             seed=config.seed,
             shuffle=False,
             num_epochs=1,
-            batch_size=ev.batch_size,
-            every_process_reads_all=True,
+            process_index=0,
+            process_count=1,
         )
 
     answer = on_global_batch(

@@ -2,25 +2,26 @@
 
 `evaluate_information(encode_fn, batches)` collects `num_examples` (default 512) images, encodes them
 with `encode_fn(images_BxHxWx3) -> z_BxNxD` and measures, with the biased normalized HSIC (CKA with
-Gaussian kernels, median-heuristic bandwidths, as the training binary's `eval/nhsic_*`, computed here in
-float64 numpy; the variables differ: here Y is always the scene attributes and N the nuisance, while the
-training binary's `eval/nhsic_zy` uses the run's own relevance target, the question/answer text by
-default):
+Gaussian kernels, median-heuristic bandwidths: `estimators.batched_hsic`, the training binary's
+`eval/nhsic_*` estimator, run here in float64 under `jax.enable_x64`; the variables differ: here Y is
+always the scene attributes and N the nuisance, while the training binary's `eval/nhsic_zy` uses the
+run's own relevance target, the question/answer text by default):
 
-  nhsic_xz   Z vs the pixels X (flattened, optionally average-pooled to `x_view_size`): compression
+  nhsic_xz   Z vs the pixels X (`infotok.views.pixel_view`: average-pooled to `x_view_size`, default every
+             pixel): compression
   nhsic_zy   Z vs Y = every attribute of every object, bound to its cell (per cell: presence and one-hot
              shape, color, size; 9 x 13 = 117 dims): what the task can need
   nhsic_zn   Z vs the nuisance N = the background field the scene generator drew (batch["nuisance"]):
              what the task does not need; the IB's "drop the nuisance" shows as nhsic_zn falling
   nhsic_xn   X vs N: how much of the nuisance the pixels carry (the reference for nhsic_zn)
 
-each for two views of Z: "pooled" (mean over tokens, what the training regularizer sees by default) and
-"flat" (all tokens concatenated, nothing averaged away). Small samples make nHSIC of independent
-variables far from 0 (at n = 128 the floor is 0.14-0.27 and depends on the dimensions), so every value
-comes with its permutation floor `floor_perm_<name>` = mean nHSIC after shuffling one side
-(`num_permutations` shuffles, seeded) and `excess_<name>` = value - floor. Read excess, not the value:
-two arms' values are comparable only through it. A constant variable (nuisance strength 0) has no
-defined nHSIC: NaN.
+each for two views of Z (`infotok.views.token_view`): "pooled" (mean over tokens, what the training
+regularizer sees by default) and "flat" (all tokens concatenated, nothing averaged away). Small samples
+make nHSIC of independent variables far from 0 (at n = 128 the floor is 0.14-0.27 and depends on the
+dimensions), so every value comes with its permutation floor `floor_perm_<name>` = mean nHSIC after
+shuffling one side (`num_permutations` shuffles, seeded) and `excess_<name>` = value - floor. Read
+excess, not the value: two arms' values are comparable only through it. A constant variable (nuisance
+strength 0) has no defined nHSIC: NaN.
 
 nHSIC with Gaussian kernels hardly sees the background field in the pixels (at n = 512 and nuisance
 0.5, nHSIC(X, N) is ~0.01 above its floor: object pixels dominate the distances; see
@@ -36,10 +37,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from infotok_jax import estimators
 from infotok_jax.data import scenes_spec
 from infotok_jax.evaluate.reconstruction import Batch, take_batches
+from infotok_jax.infotok import views
 
 PAIRS = ("xz", "zy", "zn")
 VIEWS = ("pooled", "flat")
@@ -65,46 +70,19 @@ def scene_targets(objects_BxOx4: np.ndarray) -> np.ndarray:
     return out.reshape(objects.shape[0], -1)
 
 
-def pixel_view(images_BxHxWx3: np.ndarray, size: int | None) -> np.ndarray:
-    """Images average-pooled to (size, size) (None: full resolution) and flattened, float64."""
-    x = np.asarray(images_BxHxWx3, np.float64)
-    b, h, w, c = x.shape
-    if size is not None:
-        if h % size or w % size:
-            raise ValueError(f"x_view_size={size} must divide the image size {h}x{w}")
-        x = x.reshape(b, size, h // size, size, w // size, c).mean(axis=(2, 4))
-    return x.reshape(b, -1)
-
-
-def token_view(z_BxNxD: np.ndarray, view: str) -> np.ndarray:
-    """One vector per image: mean over tokens ("pooled") or all tokens concatenated ("flat")."""
-    z = np.asarray(z_BxNxD, np.float64)
-    if z.ndim != 3:
-        raise ValueError(f"encode_fn must return tokens (batch, tokens, dim); got shape {z.shape}")
-    if view == "pooled":
-        return z.mean(axis=1)
-    if view == "flat":
-        return z.reshape(z.shape[0], -1)
-    raise ValueError(f"view={view!r}; use one of {VIEWS}")
-
-
-def centered_gram(x_NxD: np.ndarray) -> np.ndarray | None:
-    """H K H for the Gaussian kernel with the median pairwise distance as bandwidth; None if x is constant."""
-    x = np.asarray(x_NxD, np.float64)
-    x = x - x.mean(axis=0)
-    sqn = (x * x).sum(axis=1)
-    sq = np.maximum(sqn[:, None] + sqn[None, :] - 2.0 * x @ x.T, 0.0)
-    pairs = sq[np.triu_indices(x.shape[0], k=1)]
-    if not np.any(pairs > 0):
-        return None
-    median = float(np.median(np.sqrt(pairs)))
-    bandwidth = median if median > 0 else float(np.sqrt(pairs).mean())  # as estimators.median_bandwidth
-    k = np.exp(-sq / (2.0 * bandwidth * bandwidth))
-    return k - k.mean(axis=0) - k.mean(axis=1)[:, None] + k.mean()
-
-
 def _finite(*arrays: np.ndarray) -> bool:
     return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+def _pad_features(x_NxD: np.ndarray, multiple: int = 128) -> np.ndarray:
+    """x with zero columns up to a multiple of `multiple`: Gaussian distances, medians and so nHSIC are
+    unchanged, and the few padded widths share compilations instead of compiling once per width."""
+    return np.pad(x_NxD, ((0, 0), (0, -x_NxD.shape[1] % multiple)))
+
+
+@jax.jit
+def _nhsic_against_each(b_SxNxE: jax.Array, a_NxD: jax.Array) -> jax.Array:
+    return estimators.batched_hsic(b_SxNxE, a_NxD, normalized=True)
 
 
 def nhsic_with_floor(
@@ -112,21 +90,20 @@ def nhsic_with_floor(
 ) -> tuple[float, float]:
     """(biased normalized HSIC of a and b, its mean over `num_permutations` shuffles of b's rows).
 
-    NaN (both) when a or b holds a non-finite value: a diverged model's tokens read as undefined.
+    float64 throughout (a value and its floor can differ only in the third decimal). NaN (both) when a
+    or b holds a non-finite value (a diverged model's tokens read as undefined) or is constant (its
+    centred Gram matrix is zero: nHSIC is 0 / 0).
     """
-    if not _finite(a_NxD, b_NxE):
+    a, b = np.asarray(a_NxD, np.float64), np.asarray(b_NxE, np.float64)
+    if not _finite(a, b) or np.all(a == a[:1]) or np.all(b == b[:1]):
         return float("nan"), float("nan")
-    ka, kb = centered_gram(a_NxD), centered_gram(b_NxE)
-    if ka is None or kb is None:
-        return float("nan"), float("nan")
-    norm = np.sqrt((ka * ka).sum() * (kb * kb).sum())
-    value = float((ka * kb).sum() / norm)
     rng = np.random.default_rng(seed)
-    shuffled = []
-    for _ in range(num_permutations):
-        p = rng.permutation(ka.shape[0])
-        shuffled.append((ka * kb[np.ix_(p, p)]).sum() / norm)  # centering commutes with a permutation
-    return value, float(np.mean(shuffled))
+    shuffled_PxN = np.stack([rng.permutation(len(b)) for _ in range(num_permutations)])
+    b = _pad_features(b)
+    b_SxNxE = np.concatenate([b[None], b[shuffled_PxN]])
+    with jax.enable_x64(True):
+        values_S = np.asarray(_nhsic_against_each(jnp.asarray(b_SxNxE), jnp.asarray(_pad_features(a))))
+    return float(values_S[0]), float(values_S[1:].mean())
 
 
 def probe_r2(
@@ -217,8 +194,10 @@ def evaluate_information(
         have += len(x)
     if have < 2:
         raise ValueError(f"batches held {have} example(s); the information plane needs >= 2 (aim for 512)")
-    x_view = pixel_view(np.concatenate(images), x_view_size)
-    z = np.concatenate(zs)
+    x = np.concatenate(images)
+    with jax.enable_x64(True):
+        x_view = np.asarray(views.pixel_view(jnp.asarray(x, jnp.float64), x_view_size or x.shape[1]))
+    z = np.concatenate(zs).astype(np.float64)
     if z.ndim != 3 or z.shape[0] != have:
         raise ValueError(f"encode_fn returned tokens of shape {z.shape}; expected ({have}, tokens, dim)")
     y = scene_targets(np.concatenate(objects))
@@ -234,13 +213,13 @@ def evaluate_information(
             out[f"excess_{kind}_{name}"] = value - floor
 
     for view in VIEWS:
-        z_view = token_view(z, view)
+        z_view = np.asarray(views.token_view(z, view))
         put(nhsic_with_floor, "nhsic", f"xz_{view}", x_view, z_view)
         put(nhsic_with_floor, "nhsic", f"zy_{view}", z_view, y)
         put(nhsic_with_floor, "nhsic", f"zn_{view}", z_view, n)
     put(nhsic_with_floor, "nhsic", "xn", x_view, n)
     for view in VIEWS:
-        z_view = token_view(z, view)
+        z_view = np.asarray(views.token_view(z, view))
         put(probe_r2, "probe_r2", f"zy_{view}", z_view, y)
         put(probe_r2, "probe_r2", f"zn_{view}", z_view, n)
     put(probe_r2, "probe_r2", "xy", x_view, y)

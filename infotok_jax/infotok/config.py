@@ -32,7 +32,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.warmup_steps = 200  # IB weights ramp linearly from 0 over these steps
     c.z_view = bottleneck.DEFAULT_Z_VIEW  # Z per image: "pooled" (mean over tokens) | "flat" (N*D)
     c.z_source = "z_pre"  # which tokenizer output is Z: "z_pre" (pre-quantization) | "z" (what the LLM eats)
-    c.x_view_size = 8  # X view: image average-pooled to x_view_size^2 x 3 and flattened
+    # X view: image average-pooled to x_view_size^2 x 3 and flattened; None: derived from the image size
+    # (the largest divisor of its side up to 8: 8 for 32 or 64 pixels, 7 for 28)
+    c.x_view_size = ml_collections.config_dict.placeholder(int)
     c.kernel_x = "gaussian"  # kernel on the X view
     c.kernel_z = "gaussian"  # kernel on Z
     c.kernel_y = "gaussian"  # kernel on the relevance target Y
@@ -92,8 +94,8 @@ def validate(config: ml_collections.ConfigDict, quantizer: str) -> None:
         bandwidth(c)
     except ValueError:
         fail("bandwidth", f"must be 'median' or a positive number such as '0.5', got {c.bandwidth!r}")
-    if c.x_view_size <= 0:
-        fail("x_view_size", "must be positive")
+    if c.x_view_size is not None and c.x_view_size <= 0:
+        fail("x_view_size", "must be positive (or None: derived from the image size)")
     if c.estimator == "vib" and quantizer not in ("gaussian", "vq"):
         fail(
             "estimator",

@@ -19,17 +19,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from infotok_jax.tokenizer.layers import dense
+
 PARAMS_KEY = "controls"
-
-
-def _dense(features: int, name: str, zero_init: bool = False) -> nn.Dense:
-    kernel_init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
-    return nn.Dense(
-        features,
-        kernel_init=nn.with_logical_partitioning(kernel_init, (None, None)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
-        name=name,
-    )
 
 
 def _unit(v_BxP: jax.Array) -> jax.Array:
@@ -46,10 +38,10 @@ class SupervisedControls(nn.Module):
     @nn.compact
     def __call__(self, z_BxF: jax.Array, y_BxE: jax.Array, t_BxV: jax.Array) -> dict[str, jax.Array]:
         z_BxF = z_BxF.astype(jnp.float32)
-        y_hat_BxE = _dense(self.y_dim, "probe", zero_init=True)(z_BxF)
+        y_hat_BxE = dense(self.y_dim, (None, None), zero_init=True, name="probe")(z_BxF)
         probe = jnp.mean(jnp.sum(jnp.square(y_hat_BxE - y_BxE), axis=-1))
-        z_BxP = _unit(_dense(self.proj_dim, "z_proj")(z_BxF))
-        t_BxP = _unit(_dense(self.proj_dim, "t_proj")(t_BxV.astype(jnp.float32)))
+        z_BxP = _unit(dense(self.proj_dim, (None, None), name="z_proj")(z_BxF))
+        t_BxP = _unit(dense(self.proj_dim, (None, None), name="t_proj")(t_BxV.astype(jnp.float32)))
         logits_BxB = z_BxP @ t_BxP.T / self.temperature
         labels_B = jnp.arange(z_BxF.shape[0])
         alignment = 0.5 * (

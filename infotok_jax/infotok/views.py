@@ -15,6 +15,8 @@ All embeddings are fixed functions of the data (no parameters), so no gradient f
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -22,12 +24,36 @@ from infotok_jax.data import scenes_spec
 
 Z_VIEWS = ("pooled", "flat")
 
+DERIVED_VIEW_SIZE_MAX = 8
 
-def pixel_view(images_BxHxWx3: jax.Array, size: int) -> jax.Array:
-    """Average-pools images to (size, size) and flattens to (B, size*size*3)."""
+
+def derived_view_size(height: int, width: int) -> int:
+    """The X view's side when none is set: the largest divisor of both image sides that is at most
+    DERIVED_VIEW_SIZE_MAX (8 for 32x32 or 64x64 images, 7 for 28x28 Fashion-MNIST)."""
+    side = math.gcd(height, width)
+    return max(d for d in range(1, min(DERIVED_VIEW_SIZE_MAX, side) + 1) if side % d == 0)
+
+
+def view_size_error(size: int, height: int, width: int) -> str | None:
+    """Why `size` cannot pool a height x width image (None when it can)."""
+    if size > 0 and height % size == 0 and width % size == 0:
+        return None
+    side = math.gcd(height, width)
+    divisors = [d for d in range(1, side + 1) if side % d == 0]
+    return (
+        f"config.infotok.x_view_size={size} must divide the image size {height}x{width}: use one of "
+        f"{divisors}, or leave it unset (None) to derive {derived_view_size(height, width)}"
+    )
+
+
+def pixel_view(images_BxHxWx3: jax.Array, size: int | None = None) -> jax.Array:
+    """Average-pools images to (size, size) and flattens to (B, size*size*3); size None: derived from
+    the image size (`derived_view_size`)."""
     b, h, w, c = images_BxHxWx3.shape
-    if h % size or w % size:
-        raise ValueError(f"config.infotok.x_view_size={size} must divide the image size {h}x{w}")
+    size = derived_view_size(h, w) if size is None else size
+    error = view_size_error(size, h, w)
+    if error:
+        raise ValueError(error)
     pooled = images_BxHxWx3.reshape(b, size, h // size, size, w // size, c).mean(axis=(2, 4))
     return pooled.reshape(b, size * size * c)
 

@@ -9,6 +9,7 @@ applied here, under `params["controls"]`, only when `config.infotok.estimator ==
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,12 @@ from jax.sharding import Mesh
 from infotok_jax import infotok
 from infotok_jax import tokenizer as tokenizer_lib
 from infotok_jax.data import experiment_data as data_lib
+from infotok_jax.data import pipeline
 from infotok_jax.infotok import controls as controls_lib
+from infotok_jax.infotok import views as views_lib
 from infotok_jax.training.config_checks import ConfigError
+
+T = TypeVar("T")
 
 
 def psnr(recon: jax.Array, images: jax.Array) -> jax.Array:
@@ -28,10 +33,11 @@ def psnr(recon: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse_B, 1e-10)))
 
 
-def validate_as_config_error(field: str, validate: Callable[[], None]) -> None:
-    """Runs a model's own validation; re-raises its ValueError as a ConfigError under `config.<field>`."""
+def validate_as_config_error(field: str, validate: Callable[[], T]) -> T:
+    """Runs a model's own validation (or a builder that validates); returns its result and re-raises its
+    ValueError as a ConfigError under `config.<field>`."""
     try:
-        validate()
+        return validate()
     except ValueError as e:
         message = str(e)
         raise ConfigError(
@@ -59,6 +65,14 @@ def check_relevance_target(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def check_x_view_size(config: ml_collections.ConfigDict) -> None:
+    """An explicit `infotok.x_view_size` must divide the image side (None is derived from it)."""
+    size, side = config.infotok.x_view_size, config.data.image_size
+    error = None if size is None else views_lib.view_size_error(size, side, side)
+    if error:
+        raise ConfigError(error)
+
+
 class ExperimentTask:
     """Data and InfoTok plumbing for tasks trained on `config.data` with `config.infotok`.
 
@@ -78,18 +92,18 @@ class ExperimentTask:
     def train_iterator(self, mesh: Mesh):
         data = self.config.data
         data_lib.ensure_prepared(data)  # builds the dataset on first use; --compile_only never gets here
-        return data_lib.make_pipeline(data, split=data.train_split, mesh=mesh, seed=self.config.seed)
+        args = data_lib.pipeline_args(data)
+        return pipeline.make_pipeline(**args, split=data.train_split, mesh=mesh, seed=self.config.seed)
 
     def eval_iterator(self, mesh: Mesh):
         data = self.config.data
-        return data_lib.make_pipeline(
-            data,
+        return pipeline.make_pipeline(
+            **data_lib.pipeline_args(data, batch_size=data.eval_batch_size),
             split=data.eval_split,
             mesh=mesh,
             seed=self.config.seed,
             shuffle=False,
             num_epochs=1,
-            batch_size=data.eval_batch_size,
         )
 
     def infotok_views(self, batch, tokenizer_out) -> dict:

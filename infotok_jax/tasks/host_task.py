@@ -22,14 +22,14 @@ class HostTask(base.ExperimentTask):
     """Trains `config.host` (a host config with its tokenizer) on `config.data` with `config.infotok`."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        base.validate_as_config_error("host", lambda: hosts.validate_host_config(config.host))
+        self.model = base.validate_as_config_error("host", lambda: hosts.build_host(config.host))
         quantizer = config.host.tokenizer.quantizer
         base.validate_as_config_error("infotok", lambda: infotok.validate(config.infotok, quantizer))
         base.check_data(config)
         base.check_relevance_target(config)
+        base.check_x_view_size(config)
         self.config = config
         self.tokenizer_config = config.host.tokenizer
-        self.model = hosts.build_host(config.host)
 
     def init_variables(self, rng, batch):
         return self.add_controls(dict(hosts.init_variables(self.model, rng)), rng, batch)

@@ -20,15 +20,15 @@ class TokenizerTask(base.ExperimentTask):
     """Trains `config.model` (a tokenizer config) on `config.data` with `config.infotok`."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        base.validate_as_config_error("model", lambda: tokenizer.validate_config(config.model))
+        self.model = base.validate_as_config_error("model", lambda: tokenizer.build_tokenizer(config.model))
         base.validate_as_config_error(
             "infotok", lambda: infotok.validate(config.infotok, config.model.quantizer)
         )
         base.check_data(config)
         base.check_relevance_target(config)
+        base.check_x_view_size(config)
         self.config = config
         self.tokenizer_config = config.model
-        self.model = tokenizer.SharedTokenizer(config.model)
 
     def init_variables(self, rng, batch):
         return self.add_controls(dict(tokenizer.init_variables(self.model, rng)), rng, batch)

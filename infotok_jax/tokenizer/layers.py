@@ -59,12 +59,15 @@ def dense(
     features: int,
     names: tuple[str | None, str | None],
     *,
-    dtype: Dtype,
+    dtype: Dtype | None = None,
     zero_init: bool = False,
     name: str | None = None,
     bias_init: nn.initializers.Initializer | None = None,
 ) -> nn.Dense:
     """A Dense layer whose (in, out) kernel carries `names` and whose bias carries the output name.
+
+    float32 parameters; `dtype` is the computation dtype (None: flax's default, from the inputs). The one
+    Dense helper of the tokenizer, the hosts and the supervised control heads.
 
     (Multi-axis kernels are built with self.param + einsum instead: nn.DenseGeneral initializes them
     flattened, which clashes with a multi-axis logical constraint under a mesh.)

@@ -139,9 +139,8 @@ class SharedTokenizer(nn.Module):
 
     config: ml_collections.ConfigDict
 
-    def setup(self):
+    def setup(self):  # the config is validated once, by `build_tokenizer` or `hosts.build_host`
         c = self.config
-        validate_config(c)
         dtype = DTYPES[c.dtype]
         if c.encoder == "conv":
             self.encoder = ConvEncoder(

@@ -1,9 +1,10 @@
 """What the training log says while a run goes: start-up facts, compilation, loss terms, rates, evaluations.
 
 At start (process 0): the parameter count per model component (the top-level subtrees of the parameter
-tree) and every output path. Around the first step: a line when compilation starts and one with how
-long it took. Every `log_every_steps`: the step's metrics (the loss and its parts), the training rate and
-the ETA. After every evaluation: its metrics and how long it took.
+tree) and every output path; at the end, one summary line (`run_summary`). Around the first step: a line
+when compilation starts and one with how long it took. Every `log_every_steps`: the step's metrics (the
+loss and its parts), the training rate and the ETA. After every evaluation: its metrics and how long it
+took.
 
 The rate is training steps only, over a recent window: the seconds the `StageTimer` spent compiling,
 evaluating and checkpointing are subtracted from the wall clock, so an evaluation pause neither drags
@@ -85,6 +86,35 @@ def log_run_start(workdir: epath.PathLike, params, start_step: int, num_train_st
     for name, path in output_paths(workdir).items():
         logging.info("Output %-12s %s", name + ":", path)
     logging.info("Training steps %d..%d of %d", start_step + 1, num_train_steps, num_train_steps)
+
+
+def run_summary(
+    workdir: epath.PathLike,
+    *,
+    first_step: int,
+    last_step: int,
+    num_train_steps: int,
+    seconds: Mapping[str, float],
+    train_metrics: Mapping[str, float],
+    eval_metrics: Mapping[str, float],
+) -> str:
+    """The one line a run ends with: steps, wall time and where it went, final losses, outputs."""
+    stopped = "" if last_step == num_train_steps else f" (stopped early; the run ends at {num_train_steps})"
+    losses = {k: v for k, v in train_metrics.items() if k == "loss" or k.startswith("loss/")}
+    eval_losses = {k: v for k, v in eval_metrics.items() if k.startswith("eval/loss")}
+    stages = ", ".join(f"{name[:-2]} {seconds[name]:.0f} s" for name in timing.STAGES)
+    paths = output_paths(workdir)
+    parts = [
+        f"Trained steps {first_step + 1}..{last_step} of {num_train_steps}{stopped} in "
+        f"{format_duration(sum(seconds.values()))} ({stages})"
+    ]
+    if losses:
+        parts.append(f"final {format_metrics(losses)}")
+    if eval_losses:
+        parts.append(f"last evaluation {format_metrics(eval_losses)}")
+    names = ", ".join(path.name for key, path in paths.items() if key != "workdir")
+    parts.append(f"outputs in {paths['workdir']} ({names})")
+    return "; ".join(parts)
 
 
 class ProgressReporter:

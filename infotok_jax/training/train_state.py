@@ -3,7 +3,7 @@
 The state is created already sharded: `jax.eval_shape` gives the abstract (boxed) state, flax turns its
 logical axis names into mesh shardings, and `jax.jit(init, out_shardings=...)` materializes each
 parameter directly on its devices. The per-step random key is derived from (seed, step), so a resumed run
-draws exactly the randomness of an uninterrupted one.
+draws exactly the randomness of an uninterrupted one (`TrainStep`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from infotok_jax import distributed
 from infotok_jax import sharding as sharding_lib
 from infotok_jax.training import config_checks
 from infotok_jax.training import optimizer as optimizer_lib
@@ -91,19 +92,59 @@ def _l2(tree: PyTree) -> jax.Array:
     return optax.tree.norm(tree)
 
 
+class TrainStep:
+    """The jitted train step `step(state, batch, seed) -> (state, metrics)`, compiled once, together.
+
+    The seed is an argument of the jitted function (a replicated int32 array, `StepSetup.seed`) that the
+    loop passes in, as big_vision passes its rng: every seed of a study runs the same executable (one
+    persistent-cache entry), and the per-step key is fold_in(key(seed), state.step), so a resumed run
+    draws exactly the randomness of an uninterrupted one.
+
+    The first call compiles for the fixed abstract state and batch and then waits at a barrier across
+    processes before running: on CPU the first cross-process collective rendezvouses within a fixed 30 s
+    (XLA's gloo key-value timeout), which a peer still compiling on a loaded machine would miss. Later
+    calls go straight to the compiled executable (it checks shapes and shardings itself; nothing walks
+    the state in Python). `lower` / `compile` give the AOT stages (aot_compile.py, --compile_only).
+    """
+
+    def __init__(self, jitted: Callable, abstract_state: TrainState, abstract_batch: PyTree, seed: jax.Array):
+        self._jitted, self._abstract = jitted, (abstract_state, abstract_batch)
+        self.seed = seed
+        self._compiled: jax.stages.Compiled | None = None
+
+    def lower(self, state: TrainState | None = None, batch: Batch | None = None) -> jax.stages.Lowered:
+        """The lowered step for `state` and `batch` (default: the abstract ones); call its compiled form
+        as `compiled(state, batch, seed)`."""
+        return self._jitted.lower(
+            self._abstract[0] if state is None else state,
+            self._abstract[1] if batch is None else batch,
+            self.seed,
+        )
+
+    def compile(self) -> jax.stages.Compiled:
+        """Compiles the step for the abstract state and batch once (every process), then meets the others
+        at a barrier; returns the executable."""
+        if self._compiled is None:
+            self._compiled = self.lower().compile()
+            distributed.barrier("compiled train_step")
+        return self._compiled
+
+    def __call__(self, state: TrainState, batch: Batch, seed: jax.Array) -> tuple[TrainState, dict]:
+        return (self._compiled or self.compile())(state, batch, seed)
+
+
 def make_train_step(
     task: Task,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
-    seed: int,
-    mesh: Mesh,
     shardings: TrainState,
     batch_shardings: PyTree,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """Builds the one jitted, donated train step with explicit in/out shardings."""
+    replicated: NamedSharding,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted, donated train step `(state, batch, seed) -> (state, metrics)` with explicit shardings."""
 
-    def train_step(state: TrainState, batch: Batch, seed_array: jax.Array):
-        rng = jax.random.fold_in(jax.random.key(seed_array), state.step)
+    def train_step(state: TrainState, batch: Batch, seed: jax.Array):
+        rng = jax.random.fold_in(jax.random.key(seed), state.step)
         grad_fn = jax.value_and_grad(task.loss, has_aux=True)
         (loss, (metrics, new_mutable)), grads = grad_fn(state.params, state.mutable, batch, rng, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -119,36 +160,12 @@ def make_train_step(
         new_state = TrainState(step=state.step + 1, params=params, mutable=new_mutable, opt_state=opt_state)
         return new_state, metrics
 
-    replicated = NamedSharding(mesh, PartitionSpec())
-    jitted = jax.jit(
+    return jax.jit(
         train_step,
         in_shardings=(shardings, batch_shardings, replicated),
         out_shardings=(shardings, replicated),
         donate_argnums=(0,),
     )
-    seed_array = jax.make_array_from_callback((), replicated, lambda _: np.asarray(seed, np.int32))
-    return _SeededStep(jitted, seed_array)
-
-
-class _SeededStep:
-    """A jitted step, lowered or compiled stage called as f(state, batch) with the seed bound as its last
-    argument: the seed is an input, not a constant, so every seed of a study runs the same executable
-    (one persistent-cache entry). Other attributes (`memory_analysis`, `as_text`) are the stage's."""
-
-    def __init__(self, stage, seed_array: jax.Array):
-        self._stage, self._seed_array = stage, seed_array
-
-    def __call__(self, state: TrainState, batch: Batch):
-        return self._stage(state, batch, self._seed_array)
-
-    def lower(self, state: TrainState, batch: Batch) -> _SeededStep:
-        return _SeededStep(self._stage.lower(state, batch, self._seed_array), self._seed_array)
-
-    def compile(self, *args: Any, **kwargs: Any) -> _SeededStep:
-        return _SeededStep(self._stage.compile(*args, **kwargs), self._seed_array)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stage, name)
 
 
 def batch_shardings_for(batch: Batch, mesh: Mesh) -> PyTree:
@@ -166,7 +183,8 @@ class StepSetup:
     batch_shardings: PyTree
     abstract_state: TrainState  # ShapeDtypeStructs with state shardings (restore target)
     state_shardings: TrainState
-    train_step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
+    train_step: TrainStep  # called as train_step(state, batch, seed)
+    seed: jax.Array  # config.seed as a replicated int32 array: the train step's seed argument
 
 
 def setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh) -> StepSetup:
@@ -185,5 +203,8 @@ def setup(task: Task, config: ml_collections.ConfigDict, mesh: Mesh) -> StepSetu
     )
     rules = sharding_lib.logical_axis_rules(config)
     abstract_state, shardings = state_shardings(task, tx, mesh, jax.random.key(config.seed), batch, rules)
-    step = make_train_step(task, tx, schedule, config.seed, mesh, shardings, batch_shardings)
-    return StepSetup(tx, schedule, batch, batch_shardings, abstract_state, shardings, step)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    seed = jax.make_array_from_callback((), replicated, lambda _: np.asarray(config.seed, np.int32))
+    jitted = make_train_step(task, tx, schedule, shardings, batch_shardings, replicated)
+    step = TrainStep(jitted, abstract_state, batch, seed)
+    return StepSetup(tx, schedule, batch, batch_shardings, abstract_state, shardings, step, seed)

@@ -171,9 +171,9 @@ def train_and_evaluate(
 def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[str, float]:
     """The body of `train_and_evaluate`, traced and run inside the logical sharding context."""
     abstract_state, abstract_batch = step_setup.abstract_state, step_setup.abstract_batch
-    train_step = distributed.CompiledTogether(step_setup.train_step, "train_step")
+    train_step = step_setup.train_step
     if compile_only:
-        compiled = train_step.lower(abstract_state, abstract_batch).compile()
+        compiled = train_step.lower().compile()
         memory = compiled.memory_analysis()
         print(f"Compiled the train step for mesh {dict(mesh.shape)}.\nmemory_analysis(): {memory}")
         return {}
@@ -211,10 +211,11 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
     start_l2_params = state_health(state).l2_params  # divergence is measured from here
     last_finite_step = start_step
     last_checkpoint = latest
+    last_values: dict[str, float] = {}
 
     def record(step: int, metrics) -> None:
-        nonlocal last_finite_step
-        values = jax.device_get(metrics)
+        nonlocal last_finite_step, last_values
+        values = last_values = jax.device_get(metrics)
         if not (np.isfinite(values["loss"]) and np.isfinite(values["l2_grads"])):
             what = f"non-finite loss or gradient (loss={values['loss']}, l2_grads={values['l2_grads']})"
             raise NonFiniteLossError(
@@ -227,7 +228,7 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             writer.write_scalars(step, {**values, **progress(step, values)})
 
     final_metrics: dict[str, float] = {}
-    pending = None
+    pending = None  # (step, metrics) of the step before: read while the next one runs
     timer.end_startup()
     train_start = time.perf_counter()
     try:
@@ -235,20 +236,22 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             batch = next(train_iter)
             if step == start_step:
                 with progress.compiling(step):
-                    state, metrics = train_step(state, batch)
+                    state, metrics = train_step(state, batch, step_setup.seed)
                     jax.block_until_ready(metrics)
                 train_start = time.perf_counter()
             else:
-                state, metrics = train_step(state, batch)
-            if pending is not None:
-                record(*pending)
-            pending = (step + 1, metrics)
+                state, metrics = train_step(state, batch, step_setup.seed)
             completed = step + 1
             preempted = stop_signal.raised or checkpointer.reached_preemption(completed)
             is_last = completed == config.num_train_steps
-            if completed % config.checkpoint_every_steps == 0 or is_last or preempted:
-                record(*pending)
-                pending = None
+            should_checkpoint = completed % config.checkpoint_every_steps == 0 or is_last or preempted
+            should_evaluate = (completed % config.eval_every_steps == 0 or is_last) and not preempted
+            sync = should_checkpoint or should_evaluate  # both read the state: its metrics are checked first
+            for lagged in (pending, (completed, metrics) if sync else None):
+                if lagged is not None:
+                    record(*lagged)
+            pending = None if sync else (completed, metrics)
+            if should_checkpoint:
                 what = state_health(state).problem(start_l2_params)
                 if what is not None:  # never saved, so the last checkpoint stays a good one
                     first = (start_step if last_checkpoint is None else last_checkpoint) + 1
@@ -263,16 +266,11 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
             if preempted:
                 logging.warning("Stopped at step %d after saving a checkpoint (preemption).", completed)
                 break
-            if completed % config.eval_every_steps == 0 or is_last:
-                if pending is not None:
-                    record(*pending)
-                    pending = None
+            if should_evaluate:
                 with timer.stage("eval_s"):
                     final_metrics = evaluate(state, mesh, completed, workdir)
                 writer.write_scalars(completed, final_metrics)
                 progress.log_eval(completed, final_metrics)
-        if pending is not None:
-            record(*pending)
     finally:
         with timer.stage("checkpoint_s"):
             _close_all(checkpointer.close, writer.close, stop_signal.restore)
@@ -281,8 +279,19 @@ def _run(task, config, workdir, mesh, step_setup, timer, compile_only) -> dict[s
 
     if jax.process_index() == 0:
         timer.write(workdir)
-        if int(jax.device_get(state.step)) == config.num_train_steps:
+        last_step = int(jax.device_get(state.step))
+        if last_step == config.num_train_steps:
             _plot_information_plane(task, workdir)
+        summary = run_log.run_summary(
+            workdir,
+            first_step=start_step,
+            last_step=last_step,
+            num_train_steps=config.num_train_steps,
+            seconds=timer.seconds,
+            train_metrics=last_values,
+            eval_metrics=final_metrics,
+        )
+        logging.info("%s", summary)
     return final_metrics
 
 

@@ -27,8 +27,9 @@ from jax import Array
 
 from infotok_jax.mllm import decoding, sampling
 from infotok_jax.mllm.hosts import sequences
-from infotok_jax.mllm.hosts.base import HostBase, dense
+from infotok_jax.mllm.hosts.base import HostBase
 from infotok_jax.mllm.hosts.losses import masked_cross_entropy
+from infotok_jax.tokenizer.layers import dense
 
 
 class ARHost(HostBase):

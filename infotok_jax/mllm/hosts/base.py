@@ -25,21 +25,8 @@ from infotok_jax import tokenizer as tok
 from infotok_jax.mllm import decoding, sampling
 from infotok_jax.mllm.backbone import Transformer
 from infotok_jax.mllm.hosts import sequences
-from infotok_jax.mllm.hosts.config import lm_config, validate_host_config
+from infotok_jax.mllm.hosts.config import lm_config
 from infotok_jax.mllm.hosts.losses import masked_cross_entropy
-
-
-def dense(
-    features: int, names: tuple[str | None, str | None], *, zero_init: bool = False, name: str | None = None
-) -> nn.Dense:
-    """float32 Dense whose kernel carries logical axis `names` and whose bias carries names[1]."""
-    kernel_init = nn.initializers.zeros_init() if zero_init else nn.initializers.lecun_normal()
-    return nn.Dense(
-        features,
-        kernel_init=nn.with_logical_partitioning(kernel_init, names),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[1:]),
-        name=name,
-    )
 
 
 class HostBase(nn.Module):
@@ -57,8 +44,7 @@ class HostBase(nn.Module):
     def num_image_tokens(self) -> int:
         return tok.num_tokens(self.config.tokenizer)
 
-    def setup(self) -> None:
-        validate_host_config(self.config)
+    def setup(self) -> None:  # the config was validated once, by `hosts.build_host`
         c = self.config
         train_len = c.max_caption_len + c.max_question_len + c.max_answer_len + self.num_image_tokens + 2
         self.tokenizer = tok.SharedTokenizer(c.tokenizer)
@@ -136,7 +122,10 @@ class HostBase(nn.Module):
         return loss, {"understanding/token_accuracy": acc}
 
     def losses(self, batch: dict, *, train: bool) -> tuple[Array, dict, dict]:
-        """(total loss, metrics, tokenizer output dict). Apply with mutable=["state"] when training VQ."""
+        """(the host's loss, metrics, tokenizer output dict). Apply with mutable=["state"] when training VQ.
+
+        The host's loss (metric `loss/host`) has no InfoTok term: the task adds the regularizer, and the
+        sum is what the trainer logs as `loss`."""
         c, images = self.config, batch["image"]
         tok_out = self.tokenizer(images, train=train)
         s = c.lm_grad_to_tokenizer  # forward value unchanged; the LM losses' gradient into z scaled by s
@@ -152,7 +141,7 @@ class HostBase(nn.Module):
             + sum(tok_losses.values(), jnp.zeros((), jnp.float32))
         )
         metrics = {
-            "loss/total": total,
+            "loss/host": total,  # without InfoTok: the trainer's `loss` is this plus the regularizer
             "loss/understanding": und,
             "loss/generation": gen,
             "loss/reconstruction": recon,

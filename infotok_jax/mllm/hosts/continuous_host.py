@@ -33,8 +33,9 @@ from jax import Array
 
 from infotok_jax.mllm import sampling
 from infotok_jax.mllm.hosts import flow_head, sequences
-from infotok_jax.mllm.hosts.base import HostBase, dense
+from infotok_jax.mllm.hosts.base import HostBase
 from infotok_jax.mllm.hosts.masked_host import random_token_mask
+from infotok_jax.tokenizer.layers import dense
 
 
 def reveal_counts(n: int, num_steps: int) -> Array:

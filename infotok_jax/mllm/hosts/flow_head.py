@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from infotok_jax.mllm.hosts.base import dense
+from infotok_jax.tokenizer.layers import dense
 
 
 def timestep_embedding(t_BxN: Array, dim: int, max_period: float = 10000.0) -> Array:

@@ -26,8 +26,9 @@ from jax import Array
 
 from infotok_jax.mllm import sampling
 from infotok_jax.mllm.hosts import sequences
-from infotok_jax.mllm.hosts.base import HostBase, dense
+from infotok_jax.mllm.hosts.base import HostBase
 from infotok_jax.mllm.hosts.losses import masked_cross_entropy
+from infotok_jax.tokenizer.layers import dense
 
 
 def random_token_mask(key: Array, batch: int, n: int) -> Array:
