@@ -442,3 +442,32 @@ def test_sigint_checkpoints_and_exits_zero_and_a_second_run_is_refused_meanwhile
     assert len(saved) == 1 and 4 <= saved[0] < 400
     assert max(harness.reporting.read_metrics(tmp_path)) == saved[0]
     assert not (tmp_path / workdir_lock.LOCK_FILE).exists()
+
+
+def test_a_run_recorded_with_the_derived_x_view_size_matches_a_config_that_leaves_it_unset():
+    """Runs recorded before x_view_size was derived (explicit 8 on 32x32) resume and evaluate with
+    today's configs (unset); another explicit value still differs."""
+
+    def config(size):
+        return {"data": {"image_size": 32}, "infotok": {"x_view_size": size}}
+
+    assert checkpointing.incompatible_fields(config(8), config(None)) == []
+    assert checkpointing.incompatible_fields(config(None), config(8)) == []
+    assert checkpointing.incompatible_fields(config(4), config(None)) == ["infotok.x_view_size"]
+
+
+def test_a_checksum_record_that_also_lists_the_files_written_at_commit_still_verifies(tmp_path):
+    """Steps hashed after their commit (before the hashing moved into the save) list the step metadata and
+    the commit marker too; those files are not checked, the rest are."""
+    step = tmp_path / "7"
+    (step / "state").mkdir(parents=True)
+    (step / "state" / "array").write_bytes(b"weights")
+    checkpoint_integrity.write_checksums(step)
+    record = json.loads((step / checkpoint_integrity.CHECKSUMS_FILE).read_text())
+    for name in ("_CHECKPOINT_METADATA", "commit_success.txt"):
+        (step / name).write_text("written at commit")
+        record["files"][name] = "0" * 64  # as an older record would hold them
+    (step / checkpoint_integrity.CHECKSUMS_FILE).write_text(json.dumps(record))
+    assert checkpoint_integrity.verify(step) is None
+    (step / "state" / "array").write_bytes(b"weightz")
+    assert "changed" in checkpoint_integrity.verify(step)

@@ -160,7 +160,8 @@ def test_step_time_column_names_its_measure():
     assert aggregate.steps_per_sec_measure(new) == "train"
     assert aggregate.steps_per_sec_measure(old) == "wall"
     assert aggregate.steps_per_sec_measure({}) is None
-    results = {"sweep": "main", "split": "test", "confidence": 0.95, "groups": [], "seeds_needed": {}}
+    results = {"sweep": "main", "split": "test", "confidence": 0.95, "groups": [], "runs": []}
+    results["seeds_needed"] = {}
     table = tables.markdown({**results, "step_time_measures": {"train": 2, "wall": 1}}, "t")
     assert f"{aggregate.STEP_TIME_MEASURES['train']}: 2 run(s)" in table
     assert f"{aggregate.STEP_TIME_MEASURES['wall']}: 1 run(s)" in table

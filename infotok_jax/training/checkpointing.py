@@ -33,6 +33,7 @@ from absl import logging
 from etils import epath
 
 from infotok_jax import distributed, storage
+from infotok_jax.infotok import views
 from infotok_jax.training import checkpoint_integrity, config_checks
 
 PyTree = Any
@@ -92,9 +93,20 @@ def _resumable(name: str) -> bool:
     return any(".".join(parts[:i]) in RESUMABLE_FIELDS for i in range(1, len(parts) + 1))
 
 
+def _with_derived_defaults(flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` with the fields a config may leave unset to be derived from the data filled in, so that a
+    run recorded with the derived value explicitly (e.g. `infotok.x_view_size=8`, the default before it
+    was derived) matches a config that leaves it unset."""
+    side = flat.get("data.image_size")
+    if "infotok.x_view_size" in flat and flat["infotok.x_view_size"] is None and isinstance(side, int):
+        return {**flat, "infotok.x_view_size": views.derived_view_size(side, side)}
+    return flat
+
+
 def incompatible_fields(saved: dict, current: dict) -> list[str]:
-    """Config fields (dotted names) that differ and are not resumable."""
-    flat_saved, flat_current = flatten_config(saved), flatten_config(current)
+    """Config fields (dotted names) that differ and are not resumable (derived defaults filled in)."""
+    flat_saved = _with_derived_defaults(flatten_config(saved))
+    flat_current = _with_derived_defaults(flatten_config(current))
     names = sorted(set(flat_saved) | set(flat_current))
     return [
         n
