@@ -110,6 +110,7 @@ def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path)
         "statement": claim.statement,
         "study": study,
         "rule": claim.rule_text,
+        "endpoints": list(claim.endpoints),
         "cells": cells,
         "verdict": VERDICT_RULES[claim.rule](cells),
         "excluded": {n: why for n, why in sorted(excluded.items()) if n in used},
@@ -218,7 +219,8 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
             "",
             f"### {d['statement']} (`{d['study']}`)",
             "",
-            f"Rule: {d['rule']}",
+            f"Primary endpoint(s): {', '.join(_short(e) for e in d['endpoints'])} (test split). "
+            f"Family: the {len(d['cells'])} cells below. Rule: {d['rule']}",
             "",
             f"**Verdict: {d['verdict']}**",
             "",
@@ -241,7 +243,13 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
         pooled = d["sampling_by_endpoint"]
         if pooled:
             parts = ", ".join(f"{_short(k)} {v['share']:.2f}" for k, v in pooled.items())
-            lines += ["", f"Sampling share pooled over the cells, per endpoint: {parts}."]
+            limit = claim_families.SAMPLING_MATERIAL_SHARE
+            material = [_short(k) for k, v in pooled.items() if v["share"] > limit]
+            lines += [
+                "",
+                f"Sampling share pooled over the cells, per endpoint: {parts}; material (above {limit:.2f}, "
+                f"fixed before computing it) for: {', '.join(material) or 'none'}.",
+            ]
         if d["excluded"]:
             lines += [
                 "",
