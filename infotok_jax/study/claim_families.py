@@ -106,7 +106,7 @@ def shift_drop(host: str, arm: str, ref: str) -> Cell:
 
 _IB = ("hsic", "vib")
 _ABOVE = "supported where a cell's Holm-adjusted interval lies wholly above 0 (those cells named); "
-_RULE_ANY = _ABOVE + "cells wholly below 0 are named as reversed; otherwise not resolved."
+_RULE_ANY = _ABOVE + "cells wholly below 0 are named as reversed; otherwise not supported."
 _FEW, _MANY = min(CAPACITY_TOKENS), max(CAPACITY_TOKENS)
 _P = capacity_label
 CLAIMS: tuple[Claim, ...] = (
