@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import jax
@@ -258,20 +257,11 @@ def test_init_from_reads_another_run_without_touching_it(copy, tmp_path):
     assert in_progress.is_dir()
 
 
-def _write_lock(workdir, host: str, pid: int, heartbeat: float | None = None) -> None:
-    """A lock record; without `heartbeat`, as an older version (no heartbeat field) wrote it."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    record = {"host": host, "pid": pid, "time": 0.0}
-    if heartbeat is not None:
-        record["heartbeat"] = heartbeat
-    (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(record))
-
-
 @pytest.mark.parametrize("host", ["this", "elsewhere", "elsewhere, alive"])
 def test_a_held_workdir_lock_refuses_a_second_training(copy, host):
     holder = subprocess.Popen(["sleep", "60"])
     heartbeat = time.time() - 30 if host.endswith("alive") else None
-    _write_lock(copy, socket.gethostname() if host == "this" else "other-host", holder.pid, heartbeat)
+    harness.write_lock(copy, socket.gethostname() if host == "this" else "other-host", holder.pid, heartbeat)
     try:
         with pytest.raises(workdir_lock.WorkdirLockedError) as error:
             _train(copy, "steps=15,ckpt=5,hidden=1024")
@@ -289,7 +279,7 @@ def test_a_held_workdir_lock_refuses_a_second_training(copy, host):
 def test_a_stale_lock_of_a_dead_process_on_this_host_is_taken_over(copy, caplog, holder):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    _write_lock(copy, socket.gethostname(), dead.pid if holder == "dead" else os.getpid())
+    harness.write_lock(copy, socket.gethostname(), dead.pid if holder == "dead" else os.getpid())
     with caplog.at_level(logging.WARNING):
         _train(copy, ARGS)
     assert "Taking over the stale workdir lock" in caplog.text
@@ -300,80 +290,12 @@ def test_a_lock_whose_heartbeat_stopped_is_taken_over_from_another_host(copy, ca
     """A lost machine's lock: its holder may still "run" under the same pid on a new host name; only
     the heartbeat says it is gone."""
     silent = workdir_lock.STALE_AFTER_SECONDS + 60
-    _write_lock(copy, "lost-host", os.getpid(), heartbeat=time.time() - silent)
+    harness.write_lock(copy, "lost-host", os.getpid(), heartbeat=time.time() - silent)
     with caplog.at_level(logging.WARNING):
         _train(copy, ARGS)
     stopped = re.search(r"whose heartbeat stopped (\d+) s ago", caplog.text)
     assert stopped and silent <= int(stopped.group(1)) < silent + 120, caplog.text
     assert not (copy / workdir_lock.LOCK_FILE).exists()
-
-
-_RACER = """
-import sys, time
-from infotok_jax.training import workdir_lock
-
-stale = workdir_lock.WorkdirLock._stale
-# every racer judges the lock stale before any of them acts: the widest window a takeover can have
-workdir_lock.WorkdirLock._stale = lambda self, holder: (stale(self, holder), time.sleep(0.5))[0]
-workdir, go = sys.argv[1], sys.argv[2]
-print("ready", flush=True)
-while not __import__("os").path.exists(go):
-    time.sleep(0.005)
-try:
-    workdir_lock.WorkdirLock(workdir).acquire()
-    print("won", flush=True)
-except workdir_lock.WorkdirLockedError:
-    print("refused", flush=True)
-sys.stdin.read()  # holds the lock (if won) until the test closes stdin
-"""
-
-
-def test_of_several_runs_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    _write_lock(tmp_path, socket.gethostname(), dead.pid)
-    go = tmp_path / "go"
-    racers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _RACER, str(tmp_path), str(go)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=harness.env_for(1),
-            cwd=harness.REPO,
-        )
-        for _ in range(4)
-    ]
-    try:
-        assert [r.stdout.readline().strip() for r in racers] == ["ready"] * 4
-        go.touch()
-        outcomes = [r.stdout.readline().strip() for r in racers]
-        holder = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())
-    finally:
-        for r in racers:
-            r.stdin.close()
-            r.wait(timeout=60)
-    assert sorted(outcomes) == ["refused", "refused", "refused", "won"], outcomes
-    assert holder["pid"] == racers[outcomes.index("won")].pid
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", workdir_lock.LOCK_FILE]  # no claim left
-
-
-def test_the_holder_refreshes_its_heartbeat_until_it_releases(tmp_path, monkeypatch):
-    monkeypatch.setattr(workdir_lock, "HEARTBEAT_SECONDS", 0.02)
-    path = tmp_path / workdir_lock.LOCK_FILE
-    with workdir_lock.WorkdirLock(tmp_path) as lock:
-        first = json.loads(path.read_text())
-        deadline = time.monotonic() + 10
-        while json.loads(path.read_text())["heartbeat"] == first["heartbeat"]:
-            assert time.monotonic() < deadline, "the heartbeat was never refreshed"
-            time.sleep(0.01)
-        later = json.loads(path.read_text())
-        assert {k: later[k] for k in ("host", "pid", "time")} == {
-            k: first[k] for k in ("host", "pid", "time")
-        }
-        assert later["heartbeat"] > first["heartbeat"]
-    assert not path.exists() and not lock._beating.is_alive()
-    assert os.listdir(tmp_path) == []  # no partial record left behind
 
 
 def test_nothing_non_finite_is_saved_and_the_message_says_there_is_no_checkpoint(tmp_path):
@@ -423,14 +345,6 @@ def test_num_train_steps_below_the_latest_checkpoint_is_an_error_naming_both(cop
     assert harness.checkpoint_steps(copy) == [5, 10]
 
 
-def test_a_moved_data_dir_and_a_new_learning_rate_are_resumable_other_optimizer_fields_not():
-    saved = {"data": {"data_dir": "/old/tfds", "dim": 8}, "optimizer": {"learning_rate": 1.0, "b1": 0.9}}
-    moved = {"data": {"data_dir": "/new/tfds", "dim": 8}, "optimizer": {"learning_rate": 0.1, "b1": 0.9}}
-    assert checkpointing.incompatible_fields(saved, moved) == []
-    changed = {"data": {"data_dir": "/old/tfds", "dim": 9}, "optimizer": {"learning_rate": 1.0, "b1": 0.8}}
-    assert checkpointing.incompatible_fields(saved, changed) == ["data.dim", "optimizer.b1"]
-
-
 @pytest.mark.slow
 def test_sigint_checkpoints_and_exits_zero_and_a_second_run_is_refused_meanwhile(tmp_path):
     process = harness.start_training(tmp_path, "steps=400,ckpt=1000,delay=0.03")
@@ -442,18 +356,6 @@ def test_sigint_checkpoints_and_exits_zero_and_a_second_run_is_refused_meanwhile
     assert len(saved) == 1 and 4 <= saved[0] < 400
     assert max(harness.reporting.read_metrics(tmp_path)) == saved[0]
     assert not (tmp_path / workdir_lock.LOCK_FILE).exists()
-
-
-def test_a_run_recorded_with_the_derived_x_view_size_matches_a_config_that_leaves_it_unset():
-    """Runs recorded before x_view_size was derived (explicit 8 on 32x32) resume and evaluate with
-    today's configs (unset); another explicit value still differs."""
-
-    def config(size):
-        return {"data": {"image_size": 32}, "infotok": {"x_view_size": size}}
-
-    assert checkpointing.incompatible_fields(config(8), config(None)) == []
-    assert checkpointing.incompatible_fields(config(None), config(8)) == []
-    assert checkpointing.incompatible_fields(config(4), config(None)) == ["infotok.x_view_size"]
 
 
 def test_a_checksum_record_that_also_lists_the_files_written_at_commit_still_verifies(tmp_path):

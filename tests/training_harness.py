@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import signal
@@ -15,7 +16,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from infotok_jax.training import reporting
+from infotok_jax.training import reporting, workdir_lock
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TOY_CONFIG = REPO / "tests" / "configs" / "toy_regression.py"
@@ -93,6 +94,15 @@ def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
     if not directory.exists():
         return []
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def write_lock(workdir, host: str, pid: int, heartbeat: float | None = None) -> None:
+    """A lock record; without `heartbeat`, as an older version (no heartbeat field) wrote it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    record = {"host": host, "pid": pid, "time": 0.0}
+    if heartbeat is not None:
+        record["heartbeat"] = heartbeat
+    (workdir / workdir_lock.LOCK_FILE).write_text(json.dumps(record))
 
 
 def load_config(path: os.PathLike | str, *overrides: str):
