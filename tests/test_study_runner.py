@@ -12,7 +12,7 @@ import pytest
 from infotok_jax.study import aggregate, engine, protocol, slices
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-LOCAL = engine.EngineOptions(poll_s=0.2, retries=0)  # one job at a time on this machine
+LOCAL = engine.EngineOptions(parallel=1, poll_s=0.2, retries=0)  # one job at a time on this machine
 
 FAKE_PYTHON = r'''#!{python}
 """Stands in for `python -m infotok_jax.train|evaluate`: writes what the binaries write, from the config."""
@@ -240,4 +240,8 @@ def test_the_deadline_counts_parallel_slots():
     assert engine.fit_deadline(runs, slots=2, **fit) == (runs[:4], runs[4:])
     assert engine.fit_deadline(runs, slots=1, **fit) == (runs[:2], runs[2:])
     assert engine.fit_deadline(runs, slots=1, deadline=None, expected_seconds=None, now=0.0) == (runs, [])
-    assert engine.EngineOptions().slots(5) == 1 and engine.EngineOptions(engine="slurm").slots(5) == 5
+    cores = len(os.sched_getaffinity(0))
+    assert engine.EngineOptions().slots(5) == min(5, cores)  # one job per core on this machine
+    assert (
+        engine.EngineOptions(parallel=1).slots(5) == 1 and engine.EngineOptions(engine="slurm").slots(5) == 5
+    )

@@ -14,6 +14,7 @@ process scores identically in numpy; only process 0 writes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +125,22 @@ def write_history(eval_dir: epath.Path, step: int, results: dict[str, Any]) -> d
     return {"history": str(eval_dir / "metrics.jsonl"), "tensorboard": str(eval_dir / "tensorboard")}
 
 
+class TokenizeOnce:
+    """`tokenize(variables, images)` run once per distinct batch of images: the generation ceiling, the
+    reconstruction and the information plane each make their own pass over a split's batches, and all
+    three read the tokenizer's output of the same images."""
+
+    def __init__(self, tokenize: Callable):
+        self._tokenize, self._outputs = tokenize, {}
+
+    def __call__(self, variables, images) -> dict[str, np.ndarray]:
+        images = np.ascontiguousarray(images)
+        key = (images.shape, images.dtype.str, hashlib.blake2b(images.view(np.uint8)).digest())
+        if key not in self._outputs:
+            self._outputs[key] = self._tokenize(variables, images)
+        return self._outputs[key]
+
+
 SHIFT_SPLIT = "test"  # the split scored again at `config.evaluation.shift_nuisance`
 
 
@@ -180,12 +197,12 @@ def _evaluate_data(
         mesh,
         num_batch_args=1,
     )
-    tokenize = on_global_batch(
-        lambda v, images: model.apply(v, images, method=lambda m, x: m.tokenizer(x, train=False)),
-        "tokenize",
-        mesh,
-        num_batch_args=1,
-    )
+
+    def reconstruct_and_encode(v, images):
+        out = model.apply(v, images, method=lambda m, x: m.tokenizer(x, train=False))
+        return {"recon": out["recon"], "z": out["z"]}
+
+    tokenize = TokenizeOnce(on_global_batch(reconstruct_and_encode, "tokenize", mesh, num_batch_args=1))
     return report.evaluate_splits(
         make_batches,
         splits,
@@ -195,7 +212,7 @@ def _evaluate_data(
         answer_fn=lambda images, questions, length: answer(variables, images, questions, length),
         generate_fn=lambda captions, key: generate(variables, captions, key),
         reconstruct_fn=lambda images: tokenize(variables, images)["recon"],
-        encode_fn=lambda images: tokenize(variables, images)["z"],
+        encode_fn=lambda images: tokenize(variables, images)["z"],  # the same batches: no second pass
         information_examples=ev.information_examples,
         max_batches=max_batches or ev.max_batches,
     )

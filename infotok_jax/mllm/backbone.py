@@ -50,6 +50,7 @@ class TransformerConfig:
     dropout_rate: float = 0.0  # residual-branch dropout (active only with deterministic=False)
     remat: str = "none"  # "none" | "full" | "dots" | "dots_no_batch" rematerialization policy
     scan_layers: bool = True  # nn.scan over blocks (fast compile); False gives blocks_0..blocks_{L-1}
+    scan_unroll: int = 1  # blocks per iteration of the layer scan (same parameters; num_layers: no loop)
     logits_via_embedding: bool = False  # tie the output projection to the input embedding
     norm_eps: float = 1e-6  # RMSNorm epsilon
 
@@ -65,6 +66,7 @@ class TransformerConfig:
             "embed_dim",
             "mlp_dim",
             "max_len",
+            "scan_unroll",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TransformerConfig.{name} must be >= 1; got {getattr(self, name)}")
@@ -162,12 +164,13 @@ class Attention(nn.Module):
         elif mask_Bx1xTxS is None:
             mask_Bx1xTxS = attention_masks.causal_mask(batch, length)[:, None]
         q_BxTxKxGxH = q_BxTxNxH.reshape(batch, length, k, n // k, h)
-        logits_BxKxGxTxS = jnp.einsum(
-            "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxTxKxH, preferred_element_type=jnp.float32
-        )
-        logits_BxKxGxTxS = jnp.where(mask_Bx1xTxS[:, :, None], logits_BxKxGxTxS, _NEG_INF)
-        probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(dt)
-        out_BxTxKxGxH = jnp.einsum("bkgts,bskh->btkgh", probs_BxKxGxTxS, v_BxTxKxH)
+        with jax.named_scope("attention_core"):  # scores, softmax, values: the profile's "attention"
+            logits_BxKxGxTxS = jnp.einsum(
+                "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxTxKxH, preferred_element_type=jnp.float32
+            )
+            logits_BxKxGxTxS = jnp.where(mask_Bx1xTxS[:, :, None], logits_BxKxGxTxS, _NEG_INF)
+            probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(dt)
+            out_BxTxKxGxH = jnp.einsum("bkgts,bskh->btkgh", probs_BxKxGxTxS, v_BxTxKxH)
         out_BxTxNxH = out_BxTxKxGxH.reshape(batch, length, n, h)
         return jnp.einsum("btnh,nhd->btd", out_BxTxNxH, w_o.astype(dt))
 
@@ -246,6 +249,7 @@ class Transformer(nn.Module):
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * 4,
                 length=cfg.num_layers,
+                unroll=min(cfg.scan_unroll, cfg.num_layers),
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(cfg)
         else:

@@ -1,8 +1,9 @@
 """Runs the study's missing runs through submitit: one job per run, one job array per submission.
 
 `--engine=local` uses submitit's LocalExecutor (jobs are processes on this machine, at most `parallel`
-at once); `--engine=slurm` its SlurmExecutor (one `sbatch --array` per slice, the scheduler running at
-most `parallel` of its tasks at once; by default no limit but the cluster's). Each job is
+at once, by default one per core, each pinned to its own cores: `cpu_slots`); `--engine=slurm` its
+SlurmExecutor (one `sbatch --array` per slice, the scheduler running at most `parallel` of its tasks at
+once; by default no limit but the cluster's). Each job is
 `runner.run_one`: train, then evaluate, then write the run's result file, exactly the subprocesses of a
 serial session, so results do not depend on the engine. The driver (this module, in the process of
 `run_study.py`) waits, prints progress (done / failed / running counts and an ETA), commits each result
@@ -23,6 +24,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import os
 import pathlib
 import shlex
 import subprocess
@@ -43,7 +45,7 @@ class EngineOptions:
     """Where and how the study's jobs run (the flags of `run_study.py`, see `add_flags`)."""
 
     engine: str = "local"
-    parallel: int | None = None  # jobs at once; None: 1 locally, no limit on SLURM (its array throttle)
+    parallel: int | None = None  # jobs at once; None: one per core locally, no limit on SLURM (its throttle)
     retries: int = 2  # resubmissions of a failed run
     folder: pathlib.Path | None = None  # submitit's job files and logs (default <root>/submitit)
     timeout_min: int = 24 * 60  # a job's time limit
@@ -55,7 +57,7 @@ class EngineOptions:
 
     def slots(self, jobs: int) -> int:
         """How many of `jobs` run at once."""
-        default = 1 if self.engine == "local" else jobs
+        default = len(os.sched_getaffinity(0)) if self.engine == "local" else jobs
         return max(1, min(jobs, self.parallel or default))
 
 
@@ -67,7 +69,8 @@ def add_flags(parser: Any) -> None:
         "--parallel",
         type=int,
         default=None,
-        help="Jobs at once (default: 1 locally; on SLURM, no limit but the scheduler's).",
+        help="Jobs at once (default: one per core locally, each pinned to its core; on SLURM, no limit "
+        "but the scheduler's).",
     )
     add("--retries", type=int, default=2, help="Resubmissions of a failed or preempted run (resumes it).")
     add(
@@ -257,6 +260,7 @@ def execute(
             study=study,
             results_dir=pathlib.Path(results_dir).absolute(),
             python=python,
+            pin_slots=slots if options.engine == "local" else 0,
         )
         driver = _Driver(
             executor=make_executor(options, pathlib.Path(options.folder or root / "submitit"), slots),

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from infotok_jax.study import cpu_slots
 from infotok_jax.study import results as results_lib
 from infotok_jax.study.protocol import REPO, Run
 
@@ -78,12 +79,20 @@ def run_one(
     study: str,
     results_dir: pathlib.Path = results_lib.RESULTS_DIR,
     python: str = sys.executable,
+    pin_slots: int = 0,
 ) -> str:
     """One study job: trains (or resumes) and evaluates `run` in its workdir and writes its result file.
 
     Returns "done" or "failed: train rc=N" / "failed: eval rc=N" / "failed: overtrained (...)". This is
-    the function the engine submits (one job per run), so it takes and returns plain data only.
+    the function the engine submits (one job per run), so it takes and returns plain data only. With
+    `pin_slots` > 1 the job and its subprocesses run on one of that many disjoint shares of the cores
+    (`cpu_slots`; the local engine runs that many jobs at once).
     """
+    with cpu_slots.pinned(pathlib.Path(root) / "cpu_slots", pin_slots):
+        return _run_one(run, root=root, study=study, results_dir=results_dir, python=python)
+
+
+def _run_one(run: Run, *, root: pathlib.Path, study: str, results_dir: pathlib.Path, python: str) -> str:
     workdir = run.workdir(root)
     env = subprocess_env(root)
     state = status(run, root)

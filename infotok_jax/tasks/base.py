@@ -151,6 +151,10 @@ class ExperimentTask:
 
     def regularizer(self, params, batch, tokenizer_out, step) -> tuple[jax.Array, dict]:
         """The InfoTok term of the loss (with the control heads' losses in the supervised arm)."""
+        with jax.named_scope("infotok_regularizer"):  # names the ops for benchmarks/step_profile.py
+            return self._regularizer(params, batch, tokenizer_out, step)
+
+    def _regularizer(self, params, batch, tokenizer_out, step) -> tuple[jax.Array, dict]:
         views = self.infotok_views(batch, tokenizer_out)
         control_losses = None
         if self.controls_enabled():

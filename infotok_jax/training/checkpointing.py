@@ -56,6 +56,7 @@ RESUMABLE_FIELDS = frozenset(
         "evaluation",  # read by the evaluation binary only
         "data.data_dir",  # a moved TFDS_DATA_DIR holds the same dataset
         "optimizer.learning_rate",
+        "host.lm.unroll_layers",  # how the layer scan is compiled, not what it computes
     }
 )
 

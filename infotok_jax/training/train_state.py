@@ -147,8 +147,9 @@ def make_train_step(
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
         grad_fn = jax.value_and_grad(task.loss, has_aux=True)
         (loss, (metrics, new_mutable)), grads = grad_fn(state.params, state.mutable, batch, rng, state.step)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        with jax.named_scope("optimizer"):  # names the ops for profiles (benchmarks/step_profile.py)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)
         metrics.update(
             loss=loss,

@@ -36,6 +36,7 @@ def default_host_config(kind: str = "ar") -> ml_collections.ConfigDict:
     c.lm.mlp_dim = 384  # SwiGLU hidden width
     c.lm.dtype = "float32"  # compute dtype: "float32" | "bfloat16"
     c.lm.remat = "none"  # rematerialization policy of the backbone
+    c.lm.unroll_layers = True  # the layer scan as straight-line code: same math, faster (performance.md)
     c.lm.dropout_rate = 0.0  # residual dropout (needs a "dropout" rng when > 0 and train=True)
     c.text_vocab_size = 64  # V_t: >= the text tokenizer's vocab_size (scenes: 44)
     c.pad_id = 0  # text padding (WordTokenizer ids)
@@ -115,5 +116,6 @@ def lm_config(c: ml_collections.ConfigDict, max_len: int) -> TransformerConfig:
         max_len=max_len,
         dtype=tok.DTYPES[lm.dtype],
         remat=lm.remat,
+        scan_unroll=lm.num_layers if lm.unroll_layers else 1,
         dropout_rate=lm.dropout_rate,
     )
