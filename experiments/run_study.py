@@ -177,7 +177,7 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
         f"{len(unique)} distinct runs done (a run shared by slices counts in each).",
         "",
         "| priority | slice | planned for | sweep | runs | done | wall time of done (min) "
-        "| est. remaining (h) | next missing run |",
+        "| est. remaining (core-h) | next missing run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     measured = list(done.values())
@@ -195,9 +195,11 @@ def status_table(args: argparse.Namespace, groups: list[tuple[str, str, list[pro
     total = results_lib.estimated_seconds([r for n, r in unique.items() if n not in done], measured)
     lines += [
         "",
-        "Estimated remaining: per missing run, the median wall time of the done runs of its host and token "
-        "count in this study (else of its host, else of all); a run shared by slices counts in each"
-        + ("." if total is None else f"; every distinct missing run: about {total / 3600:.1f} h."),
+        "Estimated remaining, in core-hours (wall hours x cores; a machine with C cores running one "
+        "pinned job per core does C per hour): per missing run, the median core-seconds of the done runs "
+        "of its host and token count in this study (else of its host, else of all); a run shared by "
+        "slices counts in each"
+        + ("." if total is None else f"; every distinct missing run: about {total / 3600:.1f} core-h."),
         "",
         *(
             [
@@ -295,7 +297,9 @@ def _execute(
         python=PYTHON,
         commit=args.commit,
         expected_seconds=lambda run: results_lib.estimated_seconds(
-            [run], results_lib.study_results(args.results_dir, study)
+            [run],
+            results_lib.study_results(args.results_dir, study),
+            cpus=args.engine_options.cpus_per_job(len(runs)),
         ),
     )
     return [n for n, outcome in outcomes.items() if outcome.startswith("failed")]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(len(CORES) < 2, reason="needs two cores to split
 _HOLD = """
 import json, os, pathlib, sys, time
 from infotok_jax.study import cpu_slots
-with cpu_slots.pinned(pathlib.Path(sys.argv[1]), 2) as cores:
+with cpu_slots.pinned(2, pathlib.Path(sys.argv[1])) as cores:
     print(json.dumps([cores, sorted(os.sched_getaffinity(0))]), flush=True)
     time.sleep(float(sys.argv[2]))
 """
@@ -59,6 +59,6 @@ def test_jobs_take_disjoint_cores_and_a_killed_job_frees_its_slot(tmp_path):
 
 
 def test_one_slot_never_pins(tmp_path):
-    with cpu_slots.pinned(tmp_path, 1) as cores:
+    with cpu_slots.pinned(1, tmp_path) as cores:
         assert cores == [] and sorted(os.sched_getaffinity(0)) == CORES
     assert not list(tmp_path.iterdir())

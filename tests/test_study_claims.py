@@ -94,6 +94,7 @@ def test_a_claim_shows_every_cell_leaves_dirty_results_out_and_applies_its_rule(
     cells = (
         claim_families.versus("ar", "hsic", "none", acc),
         claim_families.versus("ar", "vib", "none", acc),
+        claim_families.versus("ar", "supervised", "none", acc),
     )
     claim = claim_families.Claim("t", "test claim", ("tiny",), "controls", (acc,), cells, "any_above", "rule")
     base = {0: 0.50, 1: 0.60, 2: 0.70, 3: 0.55}
@@ -104,17 +105,24 @@ def test_a_claim_shows_every_cell_leaves_dirty_results_out_and_applies_its_rule(
         _write(
             tmp_path, f"ar-vib-s{seed}", {acc: b + (0.1 if seed % 2 else -0.1), count: 512}, dirty=seed == 3
         )
+        if seed < 2:  # two seeds of 3 planned: a large, steady gain that stays pending
+            _write(tmp_path, f"ar-supervised-s{seed}", {acc: b + 0.30 + 0.001 * seed, count: 512})
     decided = claims.evaluate(claim, "tiny", tmp_path)
-    hsic, vib = decided["cells"]
+    hsic, vib, supervised = decided["cells"]
     assert hsic["n"] == 4 and vib["n"] == 3 and vib["seeds"] == [0, 1, 2]
     assert hsic["reject"] and hsic["lo_adj"] > 0 and not vib["reject"]
+    assert supervised["pending"] and supervised["n"] == 2 and supervised["planned_n"] == 3
+    assert supervised["mean"] == pytest.approx(0.3005) and supervised["lo"] > 0  # described
+    assert supervised["p"] is None and not supervised["reject"]  # not tested
+    assert hsic["level"] == pytest.approx(multiplicity.ALPHA / 3)  # ... but counted: Holm's m is 3
     assert decided["verdict"] == "supported in 1 of 2 cells: ar hsic - baseline (understanding)"
     assert decided["excluded"] == {"ar-vib-s3": "dirty checkout, no patch stored beside it"}
     bound = multiplicity.binomial_variance
     expected = sum(bound(b + 0.3 + 0.001 * s, 512) + bound(b, 512) for s, b in base.items()) / 4
     assert hsic["sampling"]["sampling"] == pytest.approx(expected)
     table = claims.markdown([decided])
-    assert "| ar | vib - baseline | understanding | 3 |" in table and "ar-vib-s3" in table
+    assert "| ar | vib - baseline | understanding | 3 / 3 |" in table and "ar-vib-s3" in table
+    assert "| ar | supervised - baseline | understanding | 2 / 3 pending |" in table
 
 
 def test_three_hosts_rule_needs_every_host_for_one_arm():
@@ -124,6 +132,7 @@ def test_three_hosts_rule_needs_every_host_for_one_arm():
             "name": name,
             "endpoint": claim_families.GENERATION,
             "n": 3,
+            "pending": False,
             "lo_adj": lo,
             "hi_adj": 1,
         }
@@ -139,6 +148,9 @@ def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
     assert "--config.evaluation.max_batches=25" in budget.overrides  # 80 x 25 = the 2000 test examples
     for contrast in claim_families.SEQUENTIAL_PLAN:
         assert len(contrast.seeds) == 10 and contrast.study == "cpu2400full"
+        cell = (contrast.claim, contrast.host, contrast.cell, contrast.endpoint)
+        assert claim_families.planned_seeds(cell[0], "cpu2400full", *cell[1:]) == 10
+        assert claim_families.planned_seeds(cell[0], "cpu2400", *cell[1:]) == claim_families.CELL_SEEDS
     names = {s.name: s for s in slices.SLICES}
     ar = slices.plan_slice(names["plan_ar_vib_supervised"], budget)
     assert sorted({r.arm for r in ar}) == ["supervised", "vib"] and len(ar) == 20

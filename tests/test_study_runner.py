@@ -200,6 +200,9 @@ def test_remaining_time_is_estimated_from_done_runs_of_the_same_host_and_token_c
     # 16 tokens: 300 s; 64 tokens: 900 s; the masked host has nothing done: the median of every run
     assert results.estimated_seconds(missing, done) == 300.0 + 900.0 + 600.0
     assert results.estimated_seconds(missing, []) is None
+    on_two = [{**d, "machine": {"nproc": 2}} for d in done]  # recorded before `cpus`: ran on both cores
+    assert results.estimated_seconds(missing, on_two, cpus=1) == 2 * (300.0 + 900.0 + 600.0)  # one core
+    assert results.estimated_seconds(missing, on_two, cpus=2) == 300.0 + 900.0 + 600.0
 
 
 def test_runs_share_one_compilation_cache_per_study_unless_the_user_chose_one(tmp_path, monkeypatch):

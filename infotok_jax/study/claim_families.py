@@ -266,6 +266,22 @@ SEQUENTIAL_PLAN = (
     ),
     PlannedContrast("understanding", "masked", "hsic - baseline", UNDERSTANDING, "cpu2400full", PLAN_SEEDS),
 )
+# A cell is decided only once it has its planned seeds (amendment of 2026-12-06, before any run of the
+# plan): the protocol's 3 per cell, or the plan's 10 for its contrasts at their study. Until then it is
+# shown as pending and its family still counts it (Holm over all cells), since a t interval on 1 or 2 df
+# swings between verdicts as seeds arrive (the capacity control read "reversed" at n = 2, not at n = 3).
+CELL_SEEDS = 3
+
+
+def planned_seeds(claim: str, study: str, host: str, cell: str, endpoint: str) -> int:
+    """The seed count at which a cell of `claim` at `study` is decided."""
+    key = (claim, study, host, cell, endpoint)
+    for contrast in SEQUENTIAL_PLAN:
+        if (contrast.claim, contrast.study, contrast.host, contrast.cell, contrast.endpoint) == key:
+            return len(contrast.seeds)
+    return CELL_SEEDS
+
+
 # The capacity sweep's supervised control (16 vs 64 tokens at nuisance 0.5, 3 seeds, cpu600 where the
 # sweep ran, so its runs pair with the existing ones): the claim `capacity_bottleneck`.
 CAPACITY_CONTROL_POINTS = (capacity_label(_FEW, 0.5), capacity_label(_MANY, 0.5))

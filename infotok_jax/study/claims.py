@@ -81,9 +81,19 @@ def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path)
     metrics, excluded = load_study(results_dir, study)
     names = _run_names(claim, study)
     per_cell = [cell_seeds(c, names, metrics) for c in claim.family]
-    stats = multiplicity.family([[s["value"] for s in seeds.values()] for seeds in per_cell])
+    values = [[s["value"] for s in seeds.values()] for seeds in per_cell]
+    planned = [
+        claim_families.planned_seeds(claim.key, study, c.host, c.name, c.endpoint) for c in claim.family
+    ]
+    # cells short of their planned seeds enter the family untested (they still count in Holm's m)
+    stats = multiplicity.family([v if len(v) >= n else [] for v, n in zip(values, planned, strict=True)])
     cells = []
-    for cell, seeds, stat in zip(claim.family, per_cell, stats, strict=True):
+    for cell, seeds, stat, cell_values, n_planned in zip(
+        claim.family, per_cell, stats, values, planned, strict=True
+    ):
+        if len(cell_values) < n_planned:  # described, not tested
+            raw = multiplicity.family([cell_values])[0]
+            stat = {**stat, **{k: raw[k] for k in ("n", "mean", "lo", "hi", "prob_improvement", "diffs")}}
         variances = [_sampling_variance(s["terms"]) for s in seeds.values()]
         share = None
         if variances and None not in variances:
@@ -95,6 +105,8 @@ def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path)
                 "endpoint": cell.endpoint,
                 "seeds": sorted(seeds),
                 **stat,
+                "planned_n": n_planned,
+                "pending": len(cell_values) < n_planned,
                 "sampling": share,
             }
         )
@@ -131,7 +143,7 @@ def _pooled_sampling(cells: Sequence[dict[str, Any]]) -> dict[str, dict[str, flo
 
 
 def _tested(cells):
-    return [c for c in cells if c["n"] >= 2]
+    return [c for c in cells if not c["pending"] and c["n"] >= 2]
 
 
 def _above(cells):
@@ -154,7 +166,7 @@ def _short(endpoint: str) -> str:
 
 def _any_above(cells) -> str:
     if not _tested(cells):
-        return "untested (no cell has 2 seeds)"
+        return "untested (no cell has its planned seeds yet)"
     above, below = _above(cells), _below(cells)
     verdict = (
         f"supported in {len(above)} of {len(cells)} cells: {_names(above)}" if above else "not supported"
@@ -164,7 +176,7 @@ def _any_above(cells) -> str:
 
 def _all_hosts(cells) -> str:
     if not _tested(cells):
-        return "untested (no cell has 2 seeds)"
+        return "untested (no cell has its planned seeds yet)"
     hosts = {c["host"] for c in cells}
     above = _above(cells)
     for arm in dict.fromkeys(c["name"].split(" ")[0] for c in cells):
@@ -175,7 +187,7 @@ def _all_hosts(cells) -> str:
 
 def _same_sign(cells) -> str:
     if not _tested(cells):
-        return "untested (no cell has 2 seeds)"
+        return "untested (no cell has its planned seeds yet)"
     above, below = _above(cells), _below(cells)
     if above and below:
         return f"host-dependent: above 0 in {_names(above)}; below 0 in {_names(below)}"
@@ -212,7 +224,9 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
         "and Holm-adjusted p, the paired probability of improvement (fraction of seeds with contrast "
         "> 0, ties half; no interval at this n), and the sampling share (binomial bound of the "
         "evaluation-sampling variance over the observed across-seed variance; an upper bound). "
-        "* = Holm rejects: the adjusted interval excludes 0. Every cell of a family is shown.",
+        "* = Holm rejects: the adjusted interval excludes 0. Every cell of a family is shown. A cell is "
+        "decided only at its planned seed count (seeds column: n / planned); until then it is pending: "
+        "described, untested, and still counted in its family's Holm adjustment.",
     ]
     for d in decided:
         lines += [
@@ -236,7 +250,8 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
             prob = "—" if c["prob_improvement"] is None else f"{c['prob_improvement']:.2f}"
             share = "—" if not c["sampling"] else f"{c['sampling']['share']:.2f}"
             lines.append(
-                f"| {c['host']} | {c['name']} | {_short(c['endpoint'])} | {c['n']} | {mean} | "
+                f"| {c['host']} | {c['name']} | {_short(c['endpoint'])} | {c['n']} / {c['planned_n']}"
+                f"{' pending' if c['pending'] else ''} | {mean} | "
                 f"{_interval(c['lo'], c['hi'])} | {adjusted} | {_p(c['p'])} | {_p(c['p_holm'])} | {prob} | "
                 f"{share} |"
             )

@@ -5,10 +5,12 @@ hour than one job whose XLA threads use both cores, while two unpinned jobs (eac
 to both cores) reach only 1.07x: the pools contend. XLA sizes its CPU thread pool from the process's
 CPU affinity, so pinning is all it takes.
 
-A job claims the first free slot by an exclusive `flock` on `<directory>/slot<i>.lock`, which the kernel
-releases when the job ends however it ends (no stale claims after a kill), and restricts itself, and so
-the train and evaluation subprocesses it starts, to that slot's cores. SLURM pins its jobs itself
-(cgroups), so only the local engine uses this.
+A job claims the first free slot by an exclusive `flock` on `<directory>/slots<S>_<i>.lock`, which the
+kernel releases when the job ends however it ends (no stale claims after a kill), and restricts itself,
+and so the train and evaluation subprocesses it starts, to that slot's cores. The directory is one per
+user and machine (cores are the machine's, whatever study a job belongs to), so jobs of two drivers never
+share a core: the later ones find the slots held and run unpinned. SLURM pins its jobs itself (cgroups),
+so only the local engine uses this.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import fcntl
 import os
 import pathlib
 import sys
+import tempfile
 from collections.abc import Iterator
+
+DEFAULT_DIRECTORY = pathlib.Path(tempfile.gettempdir()) / f"infotok_jax_cpu_slots_{os.getuid()}"
 
 
 def slot_cores(cores: list[int], slots: int, index: int) -> list[int]:
@@ -29,7 +34,7 @@ def slot_cores(cores: list[int], slots: int, index: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def pinned(directory: pathlib.Path, slots: int) -> Iterator[list[int]]:
+def pinned(slots: int, directory: pathlib.Path = DEFAULT_DIRECTORY) -> Iterator[list[int]]:
     """Holds a free slot of `slots` and pins this process to its cores for the body; yields the cores
     ([]: not pinned, because `slots` <= 1, there are fewer cores than slots, or every slot is held by
     another job, e.g. one left running by an earlier driver)."""
@@ -39,7 +44,7 @@ def pinned(directory: pathlib.Path, slots: int) -> Iterator[list[int]]:
         return
     directory.mkdir(parents=True, exist_ok=True)
     for index in range(slots):
-        handle = open(directory / f"slot{index}.lock", "w")  # noqa: SIM115 (held for the body)
+        handle = open(directory / f"slots{slots}_{index}.lock", "w")  # noqa: SIM115 (held for the body)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -60,6 +60,12 @@ class EngineOptions:
         default = len(os.sched_getaffinity(0)) if self.engine == "local" else jobs
         return max(1, min(jobs, self.parallel or default))
 
+    def cpus_per_job(self, jobs: int) -> int:
+        """The cores each of `jobs` runs on: a local slot's share (`cpu_slots`), or `cpus_per_task`."""
+        if self.engine != "local":
+            return self.cpus_per_task
+        return max(1, len(os.sched_getaffinity(0)) // self.slots(jobs))
+
 
 def add_flags(parser: Any) -> None:
     """The engine's flags on `run_study.py`'s argparse parser."""

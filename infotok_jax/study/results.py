@@ -75,6 +75,7 @@ def machine() -> dict[str, Any]:
     """Where a run ran: enough to compare wall times across machines."""
     return {
         "nproc": os.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0)),  # the cores this run was allowed (a pinned study job: its own)
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
@@ -217,18 +218,26 @@ def study_results(results_dir: pathlib.Path, study: str) -> list[dict[str, Any]]
     return [json.loads(p.read_text()) for p in sorted((pathlib.Path(results_dir) / study).glob("*.json"))]
 
 
-def estimated_seconds(missing: list[Run], done: list[dict[str, Any]]) -> float | None:
-    """Wall time the `missing` runs should take, each estimated by the median wall time of the `done`
-    results (of the same study) of its host and token count, else of its host, else of all; None when
-    nothing is done to estimate from."""
+def core_seconds(result: dict[str, Any]) -> float:
+    """A result's wall time times the cores it was allowed (results before this was recorded ran on all
+    `nproc`): its cost whatever the share of the machine. On 2 cores a job on one core takes ~1.7x the
+    wall time of a job on both, so estimates made across shares err on the long side."""
+    machine_ = result.get("machine", {})
+    return wall_seconds(result) * (machine_.get("cpus") or machine_.get("nproc") or 1)
+
+
+def estimated_seconds(missing: list[Run], done: list[dict[str, Any]], cpus: int = 1) -> float | None:
+    """Wall time the `missing` runs should take on `cpus` cores each, estimated by the median core-seconds
+    of the `done` results (of the same study) of its host and token count, else of its host, else of
+    all, over `cpus`; None when nothing is done to estimate from."""
     if not done:
         return None
     by_class: dict[tuple[str, str], list[float]] = {}
     by_host: dict[str, list[float]] = {}
     for result in done:
-        host = result["run"]["host"]
-        by_class.setdefault(_cost_class(host, result["run"]["config_arg"]), []).append(wall_seconds(result))
-        by_host.setdefault(host, []).append(wall_seconds(result))
+        host, seconds = result["run"]["host"], core_seconds(result) / cpus
+        by_class.setdefault(_cost_class(host, result["run"]["config_arg"]), []).append(seconds)
+        by_host.setdefault(host, []).append(seconds)
     every = [seconds for values in by_host.values() for seconds in values]
     return sum(
         statistics.median(by_class.get(_cost_class(r.host, r.config_arg)) or by_host.get(r.host) or every)

@@ -88,7 +88,7 @@ def run_one(
     `pin_slots` > 1 the job and its subprocesses run on one of that many disjoint shares of the cores
     (`cpu_slots`; the local engine runs that many jobs at once).
     """
-    with cpu_slots.pinned(pathlib.Path(root) / "cpu_slots", pin_slots):
+    with cpu_slots.pinned(pin_slots):
         return _run_one(run, root=root, study=study, results_dir=results_dir, python=python)
 
 
