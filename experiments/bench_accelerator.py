@@ -17,6 +17,8 @@ Everything is measured in the same process, so every ratio is against floors of 
            MFU counts the LM honestly (mllm.flops: 6 x matmul params per token + causal attention at half,
            also for omni masks, so it under-counts) plus 3 x the XLA cost_analysis FLOPs of the tokenizer
            forward (convs, VQ distances, elementwise work); heads, losses, regularizer, optimizer are not.
+  roofline the study configs' own train steps (benchmarks/roofline_report.py, as bench_roofline.py on a
+           CPU): step time, FLOPs, the step's matrix products timed alone, and the profile by model part.
 
   python experiments/bench_accelerator.py --out bench_accelerator.json      # H200: everything (< ~8 min)
   python experiments/bench_accelerator.py --tiny --out /tmp/tiny.json       # CPU smoke test, every code path
@@ -39,7 +41,7 @@ from typing import Any
 
 import jax
 
-from infotok_jax.benchmarks import PROFILES, timing
+from infotok_jax.benchmarks import PROFILES, roofline_report, timing
 from infotok_jax.benchmarks.hsic_bench import bench_batched, bench_hsic
 from infotok_jax.benchmarks.step_bench import ALL_ARMS, TINY_ARMS, bench_steps
 
@@ -127,6 +129,9 @@ def markdown(data: dict[str, Any]) -> str:
                     for r in data[section]
                 ],
             )
+    if "roofline" in data:
+        out += ["", "## Roofline of the study configs (benchmarks/roofline_report.py)", ""]
+        out.append(roofline_report.markdown(data["meta"], data["roofline"]))
     return "\n".join(out)
 
 
@@ -144,6 +149,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sets", type=int, default=12, help="feature sets of the batched HSIC")
     p.add_argument("--skip_hsic", action="store_true", help="skip the HSIC, batched and memory sections")
     p.add_argument("--skip_steps", action="store_true", help="skip the train-step section")
+    p.add_argument(
+        "--skip_roofline",
+        action="store_true",
+        help="skip the roofline section (the study configs' steps, as experiments/bench_roofline.py)",
+    )
     p.add_argument(
         "--tiny", action="store_true", help="CPU smoke test: tiny sizes and models, every code path"
     )
@@ -215,6 +225,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if k in args.step_models
             }
             bench_steps(args, profile, arms, report, rates["bf16"])
+        if not (args.skip_roofline or args.tiny):
+            square = {"float32": rates["float32 DEFAULT (TF32)"], "bfloat16": rates["bf16"]}
+            report.data["meta"].update(square_size=prof["mm"], square_rates=square)
+            for row in roofline_report.rows(roofline_report.CONFIGS, square, steps=args.reps * 4):
+                report.add("roofline", row)
     report.data["meta"]["wall_s"] = time.perf_counter() - start
     report.data["checks_passed"] = all_checks_passed(report.data)
     report.data["markdown"] = markdown(report.data)

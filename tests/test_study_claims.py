@@ -115,7 +115,7 @@ def test_a_claim_shows_every_cell_leaves_dirty_results_out_and_applies_its_rule(
     assert supervised["mean"] == pytest.approx(0.3005) and supervised["lo"] > 0  # described
     assert supervised["p"] is None and not supervised["reject"]  # not tested
     assert hsic["level"] == pytest.approx(multiplicity.ALPHA / 3)  # ... but counted: Holm's m is 3
-    assert decided["verdict"] == "supported in 1 of 2 cells: ar hsic - baseline (understanding)"
+    assert decided["verdict"] == "supported in 1 of 3 cells: ar hsic - baseline (understanding)"
     assert decided["excluded"] == {"ar-vib-s3": "dirty checkout, no patch stored beside it"}
     bound = multiplicity.binomial_variance
     expected = sum(bound(b + 0.3 + 0.001 * s, 512) + bound(b, 512) for s, b in base.items()) / 4
