@@ -1,9 +1,10 @@
 """Pins each local study job to its own share of the machine's cores.
 
-On the 2-core CPU of docs/performance.md, two jobs pinned to one core each train 1.19x more steps per
-hour than one job whose XLA threads use both cores, while two unpinned jobs (each sizing its thread pool
-to both cores) reach only 1.07x: the pools contend. XLA sizes its CPU thread pool from the process's
-CPU affinity, so pinning is all it takes.
+Small study runs use a core better alone than two threads share two cores: on the 2-core CPU of
+docs/performance.md two pinned jobs at once finish 1.40x the study runs per hour of one job on both cores
+(with the unrolled layer scan). Unpinned, each job would size XLA's thread pool to every core and the two
+pools would contend; XLA sizes its CPU thread pool from the process's CPU affinity, so pinning is all it
+takes.
 
 A job claims the first free slot by an exclusive `flock` on `<directory>/slots<S>_<i>.lock`, which the
 kernel releases when the job ends however it ends (no stale claims after a kill), and restricts itself,
