@@ -165,3 +165,15 @@ def test_evaluate_splits_equals_the_individual_evaluators(scenes):
         assert report.to_json(columns[name]) == report.to_json(direct)  # NaN-safe comparison
     assert columns["validation"]["reconstruction"]["num_examples"] == 24
     assert columns["validation"]["information"]["num_examples"] == 20
+
+
+def test_the_evaluator_tokenizes_each_distinct_batch_once():
+    from infotok_jax.evaluate import checkpoint_eval
+
+    seen = []
+    tokenize = checkpoint_eval.TokenizeOnce(lambda variables, x: seen.append(x) or {"z": 2 * x})
+    a, b = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
+    tokenize(None, a)
+    tokenize(None, a.copy())  # the same images in a new array: no second pass
+    tokenize(None, b)
+    assert len(seen) == 2 and (tokenize(None, a)["z"] == 2).all() and len(seen) == 2

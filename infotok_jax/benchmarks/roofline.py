@@ -34,8 +34,8 @@ import numpy as np
 
 from infotok_jax import sharding as sharding_lib
 from infotok_jax import tasks
-from infotok_jax import tokenizer as tok
 from infotok_jax.benchmarks import timing
+from infotok_jax.benchmarks.step_bench import lm_sequence_lengths
 from infotok_jax.configs import host as host_configs
 from infotok_jax.mllm import flops as flops_lib
 from infotok_jax.mllm.hosts.config import lm_config
@@ -151,12 +151,9 @@ def synthetic_batch(abstract: dict[str, jax.ShapeDtypeStruct], vocab: int, seed:
 
 def lm_flops_per_step(host_config: Any, batch: int) -> float:
     """Analytic LM FLOPs of one train step: the understanding and the generation pass."""
-    n = tok.num_tokens(host_config.tokenizer)
-    c = host_config
-    t_und = c.max_question_len + n + 2 + c.max_answer_len
-    t_gen = c.max_caption_len + 1 + n + (0 if c.kind == "ar" else 1)
-    lm_c = lm_config(c, max(t_und, t_gen))
-    return float(sum(flops_lib.flops_per_step(lm_c, batch, t) for t in (t_und, t_gen)))
+    lengths = lm_sequence_lengths(host_config)
+    lm_c = lm_config(host_config, max(lengths))
+    return float(sum(flops_lib.flops_per_step(lm_c, batch, t) for t in lengths))
 
 
 class StepUnderTest:
