@@ -148,9 +148,9 @@ def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
     assert "--config.evaluation.max_batches=25" in budget.overrides  # 80 x 25 = the 2000 test examples
     for contrast in claim_families.SEQUENTIAL_PLAN:
         assert len(contrast.seeds) == 10 and contrast.study == "cpu2400full"
-        cell = (contrast.claim, contrast.host, contrast.cell, contrast.endpoint)
-        assert claim_families.planned_seeds(cell[0], "cpu2400full", *cell[1:]) == 10
-        assert claim_families.planned_seeds(cell[0], "cpu2400", *cell[1:]) == claim_families.CELL_SEEDS
+        cell = (contrast.host, contrast.cell, contrast.endpoint)
+        assert claim_families.planned_seeds("cpu2400full", *cell) == 10
+        assert claim_families.planned_seeds("cpu2400", *cell) == claim_families.CELL_SEEDS
     names = {s.name: s for s in slices.SLICES}
     ar = slices.plan_slice(names["plan_ar_vib_supervised"], budget)
     assert sorted({r.arm for r in ar}) == ["supervised", "vib"] and len(ar) == 20

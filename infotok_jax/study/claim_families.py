@@ -273,11 +273,12 @@ SEQUENTIAL_PLAN = (
 CELL_SEEDS = 3
 
 
-def planned_seeds(claim: str, study: str, host: str, cell: str, endpoint: str) -> int:
-    """The seed count at which a cell of `claim` at `study` is decided."""
-    key = (claim, study, host, cell, endpoint)
+def planned_seeds(study: str, host: str, cell: str, endpoint: str) -> int:
+    """The seed count at which a cell is decided at `study`, in every claim that reads it (a planned
+    contrast's cell is not looked at early through another claim either)."""
+    key = (study, host, cell, endpoint)
     for contrast in SEQUENTIAL_PLAN:
-        if (contrast.claim, contrast.study, contrast.host, contrast.cell, contrast.endpoint) == key:
+        if (contrast.study, contrast.host, contrast.cell, contrast.endpoint) == key:
             return len(contrast.seeds)
     return CELL_SEEDS
 

@@ -82,9 +82,7 @@ def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path)
     names = _run_names(claim, study)
     per_cell = [cell_seeds(c, names, metrics) for c in claim.family]
     values = [[s["value"] for s in seeds.values()] for seeds in per_cell]
-    planned = [
-        claim_families.planned_seeds(claim.key, study, c.host, c.name, c.endpoint) for c in claim.family
-    ]
+    planned = [claim_families.planned_seeds(study, c.host, c.name, c.endpoint) for c in claim.family]
     # cells short of their planned seeds enter the family untested (they still count in Holm's m)
     stats = multiplicity.family([v if len(v) >= n else [] for v, n in zip(values, planned, strict=True)])
     cells = []
