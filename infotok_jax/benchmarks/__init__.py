@@ -11,6 +11,11 @@ tensorflow-datasets or grain, which the accelerator image lacks):
               textbook reference (value and analytic gradient) every fast path is checked against.
   step_bench  the trainer's train step for the tokenizer and each host with InfoTok none/hsic/vib: step
               time, tokens/s, MFU against the measured bf16 rate, regularizer overhead.
+The roofline modules (experiments/bench_roofline.py, issue 27) build the experiment task itself, so they
+do import tensorflow-datasets and grain (bench_accelerator.py skips its roofline section without them):
+  roofline        the study/main configs' step: FLOPs, its own matrix products timed alone, square rates.
+  step_profile    a jax.profiler trace of steps attributed to model parts; the host-side work.
+  roofline_report the rows of both and their Markdown.
 
 PROFILES holds the sizes of the two profiles: "full" (an H200, everything in < ~8 min) and "tiny" (a CPU
 smoke test of every code path).
