@@ -163,12 +163,7 @@ class StepUnderTest:
     def __init__(self, arg: str, overrides: dict[str, Any] | None = None):
         self.arg = arg
         config = host_configs.get_config(arg)
-        for dotted, value in (overrides or {}).items():
-            *path, field = dotted.split(".")
-            block = config
-            for part in path:
-                block = block[part]
-            block[field] = value
+        config.update_from_flattened_dict(overrides or {})  # {"host.lm.num_layers": 3, ...}
         self.config, self.task = config, tasks.build_task(config)
         mesh = sharding_lib.make_mesh(config.mesh_shape)
         self.setup = train_state.setup(self.task, config, mesh)

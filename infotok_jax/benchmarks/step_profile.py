@@ -46,6 +46,8 @@ PARTS = (
 )
 _INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%?([\w.\-]+) = .*$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
+_CALLEES = re.compile(r"(?:calls|to_apply|body)=%?([\w.\-]+)")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
 
 
 def _instructions(hlo_text: str) -> dict[str, tuple[str | None, str]]:
@@ -67,7 +69,7 @@ def _instructions(hlo_text: str) -> dict[str, tuple[str | None, str]]:
             return "conv"
         if " dot(" in line:
             return "dot"
-        for callee in re.findall(r"(?:calls|to_apply|body)=%?([\w.\-]+)", line) if depth < 3 else ():
+        for callee in _CALLEES.findall(line) if depth < 3 else ():
             found = {kind(inner, depth + 1) for inner in computations.get(callee, [])}
             for k in ("conv", "dot"):
                 if k in found:
@@ -77,11 +79,11 @@ def _instructions(hlo_text: str) -> dict[str, tuple[str | None, str]]:
     def op_name(line: str) -> str | None:
         """The instruction's own op_name, else the first one in a computation it calls (fusions emitted
         for a library call, e.g. a matmul, can come without metadata of their own)."""
-        if found := re.search(r'op_name="([^"]*)"', line):
+        if found := _OP_NAME.search(line):
             return found.group(1)
-        for callee in re.findall(r"(?:calls|to_apply|body)=%?([\w.\-]+)", line):
+        for callee in _CALLEES.findall(line):
             for inner in computations.get(callee, []):
-                if found := re.search(r'op_name="([^"]*)"', inner):
+                if found := _OP_NAME.search(inner):
                     return found.group(1)
         return None
 
