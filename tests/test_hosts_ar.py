@@ -14,6 +14,7 @@ from infotok_jax.mllm import hosts, sampling
 from infotok_jax.mllm.hosts import sequences
 from tests.test_hosts_common import (
     check_answer_format,
+    forward,
     greedy_answer_reference,
     init_host,
     scene_batch,
@@ -39,9 +40,7 @@ def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
-    (_, metrics, aux), _ = model.apply(
-        variables, scene_batch(), train=True, mutable=["state"], rngs={"sample": jax.random.PRNGKey(0)}
-    )
+    (_, metrics, aux), _ = forward(model, variables, scene_batch(), train=True)
     for name in ("loss/understanding", "loss/generation", "loss/reconstruction", "loss/tokenizer_commitment"):
         assert np.isfinite(float(metrics[name])), name
     assert aux["z_pre"].shape == (8, 16, 8) and aux["indices"].shape == (8, 16)
@@ -51,11 +50,11 @@ def test_vq_state_updates_only_when_training_with_mutable_state():
     model, variables = initial()
     batch = scene_batch()
     rngs = {"sample": jax.random.PRNGKey(0)}
-    _, mut = model.apply(variables, batch, train=True, mutable=["state"], rngs=rngs)
+    _, mut = forward(model, variables, batch, train=True, rngs=rngs)
     before, after = variables["state"]["tokenizer"]["quantizer"], mut["state"]["tokenizer"]["quantizer"]
     assert int(after["steps"]) == int(before["steps"]) + 1
     assert not np.allclose(after["codebook"], before["codebook"])
-    _, mut_eval = model.apply(variables, batch, train=False, mutable=["state"])
+    _, mut_eval = forward(model, variables, batch, train=False)
     np.testing.assert_array_equal(mut_eval["state"]["tokenizer"]["quantizer"]["codebook"], before["codebook"])
 
 

@@ -17,6 +17,7 @@ from infotok_jax.data import scenes_render, scenes_spec
 from infotok_jax.data.text_tokenizer import WordTokenizer, batch_encode
 from infotok_jax.mllm import hosts
 from infotok_jax.mllm.hosts import continuous_host, flow_head, masked_host, sequences
+from infotok_jax.training import train_state
 
 
 def tiny_config(kind: str, **overrides):
@@ -58,7 +59,19 @@ def scene_batch(batch: int = 8, seed: int = 0) -> dict:
 
 def init_host(config):
     model = hosts.build_host(config)
-    return model, nn.unbox(jax.jit(lambda k: hosts.init_variables(model, k))(jax.random.PRNGKey(0)))
+    options = train_state.initializer_compiler_options()  # as the trainer compiles its initializer
+    init = jax.jit(lambda k: hosts.init_variables(model, k), compiler_options=options)
+    return model, nn.unbox(init(jax.random.PRNGKey(0)))
+
+
+def forward(model, variables, batch, *, train: bool, rngs=None):
+    """One jitted host forward with the VQ state mutable: ((loss, metrics, aux), updated state).
+
+    Jitted because an eager forward dispatches (and compiles) every operation on its own, which costs
+    more than compiling the whole forward once."""
+    rngs = {"sample": jax.random.PRNGKey(0)} if rngs is None else rngs
+    apply = functools.partial(model.apply, train=train, mutable=["state"])
+    return jax.jit(apply)(variables, batch, rngs=rngs)
 
 
 def train(model, variables, batch, steps: int, lr: float = 3e-3):

@@ -13,6 +13,7 @@ import numpy as np
 from infotok_jax.mllm import hosts
 from tests.test_hosts_common import (
     check_answer_format,
+    forward,
     greedy_answer_reference,
     init_host,
     scene_batch,
@@ -38,7 +39,7 @@ def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
-    (_, metrics, _), _ = model.apply(variables, scene_batch(), train=False, mutable=["state"])
+    (_, metrics, _), _ = forward(model, variables, scene_batch(), train=False)
     assert 0.0 < float(metrics["generation/mask_ratio"]) <= 1.0
     assert np.isfinite(float(metrics["loss/generation"]))
 
