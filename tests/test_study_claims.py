@@ -5,6 +5,7 @@ count (provenance) and the verdict rules."""
 import json
 import math
 import pathlib
+import subprocess
 
 import pytest
 
@@ -72,14 +73,51 @@ def test_patch_paths_decide_whether_a_dirty_result_counts(tmp_path):
     assert provenance.eligibility({"git": {"dirty": True}}, result_file)[0]
 
 
-def test_a_dirty_result_is_written_with_its_patch_beside_it(tmp_path):
-    path = results.write_result(
-        {"git": {"commit": "x", "dirty": True}}, tmp_path / "tiny" / "ar-none-s0.json"
-    )
-    patch = provenance.patch_path(path)
-    assert patch.name == "ar-none-s0.patch" and patch.exists()  # `git diff HEAD` of this checkout
-    clean = results.write_result({"git": {"dirty": False}}, tmp_path / "tiny" / "ar-hsic-s0.json")
-    assert not provenance.patch_path(clean).exists()
+def _git(repo: pathlib.Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_each_attempt_records_the_code_it_runs_and_a_change_between_attempts_cannot_count(tmp_path):
+    repo, workdir = tmp_path / "repo", tmp_path / "run"
+    (repo / "infotok_jax").mkdir(parents=True)
+    workdir.mkdir()
+    (repo / "infotok_jax" / "model.py").write_text("width = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "model")
+    clean = provenance.code_state(repo)
+    assert not clean["dirty"] and clean["patch"] == "" and len(clean["commit"]) == 40
+    (repo / "notes.md").write_text("an untracked document changes no run\n")
+    assert provenance.code_state(repo) == clean
+
+    provenance.record_attempt(workdir, "train", clean)
+    provenance.record_attempt(workdir, "eval", provenance.code_state(repo))
+    git, patch = provenance.run_code_state(workdir)
+    assert git == {"commit": clean["commit"], "dirty": False, "attempts": 2} and patch == ""
+
+    (repo / "infotok_jax" / "new_layer.py").write_text("depth = 2\n")  # untracked code: part of the patch
+    edited = provenance.code_state(repo)
+    assert edited["dirty"] and provenance.touched_paths(edited["patch"]) == ["infotok_jax/new_layer.py"]
+    provenance.record_attempt(workdir, "eval", edited)  # a resumed attempt after the edit
+    git, patch = provenance.run_code_state(workdir)
+    assert git["changed_during_run"] and git["commit"] is None and patch == ""
+    result_file = results.write_result({"git": git}, tmp_path / "results" / "ar-none-s0.json", patch)
+    assert not provenance.patch_path(result_file).exists()
+    ok, why = provenance.eligibility({"git": git}, result_file)
+    assert not ok and "changed while the run" in why
+
+    dirty_run = tmp_path / "dirty_run"
+    dirty_run.mkdir()
+    (repo / "infotok_jax" / "model.py").write_text("width = 2\n")
+    for stage in ("train", "eval"):
+        provenance.record_attempt(dirty_run, stage, provenance.code_state(repo))
+    git, patch = provenance.run_code_state(dirty_run)
+    assert git == {"commit": clean["commit"], "dirty": True, "attempts": 2}
+    assert provenance.touched_paths(patch) == ["infotok_jax/model.py", "infotok_jax/new_layer.py"]
+    result_file = results.write_result({"git": git}, tmp_path / "results" / "ar-hsic-s0.json", patch)
+    assert provenance.patch_path(result_file).read_text() == patch
+    ok, why = provenance.eligibility({"git": git}, result_file)
+    assert not ok and "infotok_jax/model.py" in why
 
 
 def _write(results_dir: pathlib.Path, name: str, scores: dict, dirty: bool = False) -> None:

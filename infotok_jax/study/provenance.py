@@ -6,10 +6,19 @@ it is excluded from the claims and listed for a re-run.
 `CODE_PATHS` are the paths whose changes could change a run's numbers: the package (except the study's
 own aggregation and tables under `infotok_jax/study/`, which read results and train nothing), the
 experiment configs and the dependency pins. Documentation, tests and other result files do not.
+
+The code state is read where the code is run: each attempt of a run records it in the run's workdir
+before its training or evaluation subprocess starts (`record_attempt`), and the result carries it only
+if every attempt ran the same code (`run_code_state`); a checkout edited while the run was queued or
+running (or between a preemption and its resumption) leaves a result that cannot count. Untracked files
+under `CODE_PATHS` (a new module not yet added) make the checkout dirty and are part of its patch.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import pathlib
 import subprocess
 from typing import Any
@@ -17,6 +26,7 @@ from typing import Any
 CODE_PATHS = ("infotok_jax/", "experiments/configs/", "pyproject.toml", "constraints.txt")
 NOT_CODE_PATHS = ("infotok_jax/study/",)
 PATCH_SUFFIX = ".patch"
+ATTEMPTS_FILE = "code_states.jsonl"  # in a run's workdir: one line per training or evaluation start
 
 
 def patch_path(result_file: pathlib.Path) -> pathlib.Path:
@@ -25,10 +35,65 @@ def patch_path(result_file: pathlib.Path) -> pathlib.Path:
     return result_file.with_name(result_file.stem + PATCH_SUFFIX)
 
 
-def working_tree_patch(repo: pathlib.Path) -> str:
-    """`git diff HEAD` of `repo` (tracked files; "" when clean or not a git checkout)."""
-    done = subprocess.run(["git", "diff", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=60)
+def _git(repo: pathlib.Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
     return done.stdout if done.returncode == 0 else ""
+
+
+def working_tree_patch(repo: pathlib.Path) -> str:
+    """`git diff HEAD` of `repo`, then every untracked file under `CODE_PATHS` as a new file ("" when clean
+    or not a git checkout)."""
+    patch = _git(repo, "diff", "HEAD")
+    untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS)
+    for path in filter(is_code, untracked.split("\0")):
+        done = subprocess.run(  # exit status 1: the files differ, as they always do here
+            ["git", "diff", "--no-index", "--", "/dev/null", path], cwd=repo, capture_output=True, text=True
+        )
+        patch += done.stdout
+    return patch
+
+
+def code_state(repo: pathlib.Path) -> dict[str, Any]:
+    """{"commit", "dirty", "patch"} of the checkout `repo`: HEAD, and the patch that turns it into the
+    working tree (`working_tree_patch`; tracked changes anywhere or untracked code make it dirty)."""
+    patch = working_tree_patch(repo)
+    return {"commit": _git(repo, "rev-parse", "HEAD").strip() or None, "dirty": bool(patch), "patch": patch}
+
+
+def record_attempt(workdir: pathlib.Path, stage: str, state: dict[str, Any]) -> None:
+    """Appends the code `state` (`code_state`) that is about to run `stage` ("train", "eval") of the run in
+    `workdir`; a dirty state's patch is kept beside it, named by its hash."""
+    workdir = pathlib.Path(workdir)
+    digest = hashlib.sha256(state["patch"].encode()).hexdigest()
+    if state["dirty"]:
+        (workdir / f"code_state_{digest[:16]}{PATCH_SUFFIX}").write_text(state["patch"])
+    line = {
+        "stage": stage,
+        "commit": state["commit"],
+        "dirty": state["dirty"],
+        "patch_sha256": digest,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    with open(workdir / ATTEMPTS_FILE, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def run_code_state(workdir: pathlib.Path) -> tuple[dict[str, Any], str]:
+    """(the result's "git" record, the patch to store beside it) from the attempts recorded in `workdir`.
+
+    One code state over all attempts: {"commit", "dirty", "attempts"} and its patch. More than one:
+    {"commit": None, "dirty": True, "changed_during_run": [the states]} and no patch (it cannot count).
+    """
+    workdir = pathlib.Path(workdir)
+    lines = (workdir / ATTEMPTS_FILE).read_text().splitlines()
+    attempts = [json.loads(line) for line in lines if line.strip()]
+    states = list(dict.fromkeys((a["commit"], a["dirty"], a["patch_sha256"]) for a in attempts))
+    if len(states) > 1:
+        changed = [{"commit": c, "dirty": d, "patch_sha256": h} for c, d, h in states]
+        return {"commit": None, "dirty": True, "changed_during_run": changed, "attempts": len(attempts)}, ""
+    commit, dirty, digest = states[0]
+    patch = (workdir / f"code_state_{digest[:16]}{PATCH_SUFFIX}").read_text() if dirty else ""
+    return {"commit": commit, "dirty": dirty, "attempts": len(attempts)}, patch
 
 
 def touched_paths(patch: str) -> list[str]:
@@ -52,7 +117,10 @@ def is_code(path: str) -> bool:
 
 def eligibility(result: dict[str, Any], result_file: pathlib.Path) -> tuple[bool, str]:
     """(counts toward claims, why): clean; dirty with a stored patch that touches no code; or excluded
-    (dirty without a stored patch, or its patch touches code paths, named)."""
+    (the code changed between attempts, dirty without a stored patch, or its patch touches code paths,
+    named)."""
+    if (result.get("git") or {}).get("changed_during_run"):
+        return False, "the checkout changed while the run was queued or running"
     if not (result.get("git") or {}).get("dirty"):
         return True, "clean checkout"
     patch_file = patch_path(result_file)

@@ -4,10 +4,10 @@ After a run is trained and evaluated, `write_result` stores one small JSON file,
 `experiments/results/runs/<study>/<run name>.json`: the run's manifest (host, arm, seed, sweep, config
 argument, overrides, steps), the resolved config, the evaluation binary's JSON files of the final step,
 the training metrics history (`metrics.jsonl`, thinned), the wall time split (the trainer's
-`timing.json` plus the runner's own clock of each subprocess), and where it ran (date, git commit,
-machine). The runner skips a run whose file exists, even when its workdir is gone; tables and plots are
-regenerated from these files alone by `materialize`, which lays them out as the workdirs aggregation
-reads.
+`timing.json` plus the runner's own clock of each subprocess), where it ran (date, machine) and which
+code ran it (the git state every attempt of the run recorded, `provenance.run_code_state`). The runner
+skips a run whose file exists, even when its workdir is gone; tables and plots are regenerated from these
+files alone by `materialize`, which lays them out as the workdirs aggregation reads.
 """
 
 from __future__ import annotations
@@ -62,15 +62,6 @@ def _history(workdir: pathlib.Path) -> list[dict[str, Any]]:
     ]
 
 
-def _git() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() if out.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD")
-    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-
-
 def machine() -> dict[str, Any]:
     """Where a run ran: enough to compare wall times across machines."""
     return {
@@ -84,8 +75,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def build_result(run: Run, study: str, workdir: pathlib.Path, process_s: dict[str, float]) -> dict[str, Any]:
-    """The result record of a finished run in `workdir`; `process_s` is the runner's clock per subprocess."""
+def build_result(
+    run: Run, study: str, workdir: pathlib.Path, process_s: dict[str, float], git: dict[str, Any]
+) -> dict[str, Any]:
+    """The result record of a finished run in `workdir`; `process_s` is the runner's clock per subprocess,
+    `git` the code state its attempts ran (`provenance.run_code_state`)."""
     workdir = pathlib.Path(workdir)
     eval_dir = _eval_dir(workdir, run.steps)
     eval_files = {p.name: json.loads(p.read_text()) for p in sorted(eval_dir.glob("*.json"))}
@@ -100,22 +94,22 @@ def build_result(run: Run, study: str, workdir: pathlib.Path, process_s: dict[st
         "history": _history(workdir),
         "timing": {"trainer": _read_json(workdir / "timing.json"), "process_s": process_s},
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "git": _git(),
+        "git": git,
         "machine": machine(),
     }
 
 
-def write_result(result: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
-    """Writes `result` atomically (a killed runner leaves no half file that would count as done); from a
-    dirty checkout, first its patch beside it (`provenance.patch_path`: without one the result cannot
-    count toward a claim)."""
+def write_result(result: dict[str, Any], path: pathlib.Path, patch: str = "") -> pathlib.Path:
+    """Writes `result` atomically (a killed runner leaves no half file that would count as done); first,
+    the `patch` of a dirty run beside it (`provenance.patch_path`; `provenance.run_code_state` gives both;
+    without one the result cannot count toward a claim)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if (result.get("git") or {}).get("dirty"):
-        patch = provenance.patch_path(path)
-        patch_tmp = patch.with_name(patch.name + ".tmp")
-        patch_tmp.write_text(provenance.working_tree_patch(REPO))
-        os.replace(patch_tmp, patch)
+    if patch:
+        patch_file = provenance.patch_path(path)
+        patch_tmp = patch_file.with_name(patch_file.name + ".tmp")
+        patch_tmp.write_text(patch)
+        os.replace(patch_tmp, patch_file)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1, sort_keys=True, allow_nan=True) + "\n")
     os.replace(tmp, path)

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from infotok_jax.study import cpu_slots
+from infotok_jax.study import cpu_slots, provenance
 from infotok_jax.study import results as results_lib
 from infotok_jax.study.protocol import REPO, Run
 
@@ -103,15 +103,21 @@ def _run_one(run: Run, *, root: pathlib.Path, study: str, results_dir: pathlib.P
     (workdir / "study_run.json").write_text(json.dumps(run.manifest(), indent=1) + "\n")
     process_s: dict[str, float] = {}
     if state == "todo":
+        provenance.record_attempt(workdir, "train", provenance.code_state(REPO))
         rc, process_s["train"] = _run_logged(run.train_command(root, python), workdir / "train.log", env)
         if rc != 0 or status(run, root) == "todo":
             return f"failed: train rc={rc}"
     if status(run, root) != "complete":
+        provenance.record_attempt(workdir, "eval", provenance.code_state(REPO))
         rc, process_s["eval"] = _run_logged(run.eval_command(root, python), workdir / "eval.log", env)
         if rc != 0 or status(run, root) != "complete":
             return f"failed: eval rc={rc}"
-    result = results_lib.build_result(run, study, workdir, {k: round(v, 3) for k, v in process_s.items()})
-    results_lib.write_result(result, results_lib.result_path(results_dir, study, run))
+    if not (workdir / provenance.ATTEMPTS_FILE).exists():  # trained and evaluated before attempts were kept
+        provenance.record_attempt(workdir, "result", provenance.code_state(REPO))
+    git, patch = provenance.run_code_state(workdir)
+    process_s = {k: round(v, 3) for k, v in process_s.items()}
+    result = results_lib.build_result(run, study, workdir, process_s, git)
+    results_lib.write_result(result, results_lib.result_path(results_dir, study, run), patch)
     return "done"
 
 
