@@ -8,9 +8,9 @@ own aggregation and tables under `infotok_jax/study/`, which read results and tr
 experiment configs and the dependency pins. Documentation, tests and other result files do not.
 
 The code state is read where the code is run: each attempt of a run records it in the run's workdir
-before its training or evaluation subprocess starts (`record_attempt`), and the result carries it only
-if every attempt ran the same code (`run_code_state`); a checkout edited while the run was queued or
-running (or between a preemption and its resumption) leaves a result that cannot count. Untracked files
+before and after its training and its evaluation subprocess (`record_attempt`), and the result carries
+it only if every record agrees (`run_code_state`); a checkout edited while the run was queued or running
+(or between a preemption and its resumption) leaves a result that cannot count. Untracked files
 under `CODE_PATHS` (a new module not yet added) make the checkout dirty and are part of its patch.
 """
 
@@ -61,8 +61,8 @@ def code_state(repo: pathlib.Path) -> dict[str, Any]:
 
 
 def record_attempt(workdir: pathlib.Path, stage: str, state: dict[str, Any]) -> None:
-    """Appends the code `state` (`code_state`) that is about to run `stage` ("train", "eval") of the run in
-    `workdir`; a dirty state's patch is kept beside it, named by its hash."""
+    """Appends the checkout's code `state` (`code_state`) at `stage` ("train", "train ended", "eval", ...)
+    of the run in `workdir`; a dirty state's patch is kept beside it, named by its hash."""
     workdir = pathlib.Path(workdir)
     digest = hashlib.sha256(state["patch"].encode()).hexdigest()
     if state["dirty"]:

@@ -72,6 +72,16 @@ def _run_logged(command: Sequence[str], log_path: pathlib.Path, env: dict[str, s
         return rc, time.perf_counter() - start
 
 
+def _run_recorded(stage: str, command: Sequence[str], workdir: pathlib.Path, env: dict[str, str]):
+    """`_run_logged` into `<stage>.log`, with the checkout's code state recorded before and after (a
+    change while the subprocess ran shows as two states: `provenance.run_code_state`)."""
+    provenance.record_attempt(workdir, stage, provenance.code_state(REPO))
+    try:
+        return _run_logged(command, workdir / f"{stage}.log", env)
+    finally:
+        provenance.record_attempt(workdir, f"{stage} ended", provenance.code_state(REPO))
+
+
 def run_one(
     run: Run,
     *,
@@ -103,13 +113,11 @@ def _run_one(run: Run, *, root: pathlib.Path, study: str, results_dir: pathlib.P
     (workdir / "study_run.json").write_text(json.dumps(run.manifest(), indent=1) + "\n")
     process_s: dict[str, float] = {}
     if state == "todo":
-        provenance.record_attempt(workdir, "train", provenance.code_state(REPO))
-        rc, process_s["train"] = _run_logged(run.train_command(root, python), workdir / "train.log", env)
+        rc, process_s["train"] = _run_recorded("train", run.train_command(root, python), workdir, env)
         if rc != 0 or status(run, root) == "todo":
             return f"failed: train rc={rc}"
     if status(run, root) != "complete":
-        provenance.record_attempt(workdir, "eval", provenance.code_state(REPO))
-        rc, process_s["eval"] = _run_logged(run.eval_command(root, python), workdir / "eval.log", env)
+        rc, process_s["eval"] = _run_recorded("eval", run.eval_command(root, python), workdir, env)
         if rc != 0 or status(run, root) != "complete":
             return f"failed: eval rc={rc}"
     if not (workdir / provenance.ATTEMPTS_FILE).exists():  # trained and evaluated before attempts were kept
