@@ -77,30 +77,41 @@ def _git(repo: pathlib.Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
 
 
+def _commit(repo: pathlib.Path, message: str) -> None:
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
 def test_each_attempt_records_the_code_it_runs_and_a_change_between_attempts_cannot_count(tmp_path):
     repo, workdir = tmp_path / "repo", tmp_path / "run"
     (repo / "infotok_jax").mkdir(parents=True)
     workdir.mkdir()
     (repo / "infotok_jax" / "model.py").write_text("width = 1\n")
     _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "model")
+    _commit(repo, "model")
     clean = provenance.code_state(repo)
     assert not clean["dirty"] and clean["patch"] == "" and len(clean["commit"]) == 40
-    (repo / "notes.md").write_text("an untracked document changes no run\n")
-    assert provenance.code_state(repo) == clean
-
     provenance.record_attempt(workdir, "train", clean)
-    provenance.record_attempt(workdir, "eval", provenance.code_state(repo))
+
+    (repo / "notes.md").write_text("a document changes no run\n")  # untracked, then committed mid-run
+    assert provenance.code_state(repo) == clean
+    _commit(repo, "notes")  # as the study driver commits another run's result file
+    provenance.record_attempt(workdir, "train ended", provenance.code_state(repo))
     git, patch = provenance.run_code_state(workdir)
-    assert git == {"commit": clean["commit"], "dirty": False, "attempts": 2} and patch == ""
+    assert git == {
+        "commit": clean["commit"],
+        "dirty": False,
+        "code_sha256": clean["code_sha256"],
+        "records": 2,
+    }
+    assert patch == ""
 
     (repo / "infotok_jax" / "new_layer.py").write_text("depth = 2\n")  # untracked code: part of the patch
     edited = provenance.code_state(repo)
     assert edited["dirty"] and provenance.touched_paths(edited["patch"]) == ["infotok_jax/new_layer.py"]
     provenance.record_attempt(workdir, "eval", edited)  # a resumed attempt after the edit
     git, patch = provenance.run_code_state(workdir)
-    assert git["changed_during_run"] and git["commit"] is None and patch == ""
+    assert [r["stage"] for r in git["changed_during_run"]] == ["train", "eval"] and patch == ""
     result_file = results.write_result({"git": git}, tmp_path / "results" / "ar-none-s0.json", patch)
     assert not provenance.patch_path(result_file).exists()
     ok, why = provenance.eligibility({"git": git}, result_file)
@@ -112,7 +123,7 @@ def test_each_attempt_records_the_code_it_runs_and_a_change_between_attempts_can
     for stage in ("train", "eval"):
         provenance.record_attempt(dirty_run, stage, provenance.code_state(repo))
     git, patch = provenance.run_code_state(dirty_run)
-    assert git == {"commit": clean["commit"], "dirty": True, "attempts": 2}
+    assert git["dirty"] and git["records"] == 2 and "changed_during_run" not in git
     assert provenance.touched_paths(patch) == ["infotok_jax/model.py", "infotok_jax/new_layer.py"]
     result_file = results.write_result({"git": git}, tmp_path / "results" / "ar-hsic-s0.json", patch)
     assert provenance.patch_path(result_file).read_text() == patch

@@ -92,7 +92,7 @@ def test_runner_records_results_skips_them_without_workdirs_and_aggregates_from_
     assert record["timing"]["trainer"] == {"startup_s": 1.0, "compile_s": 2.0, "train_s": 3.0}
     assert set(record["timing"]["process_s"]) == {"train", "eval"}
     assert record["machine"]["nproc"] == os.cpu_count() and len(record["git"]["commit"]) == 40
-    assert record["git"]["attempts"] == 4  # the code state read before and after training and evaluation
+    assert record["git"]["records"] == 4  # the code state read before and after training and evaluation
     assert record["config"] == {"config_arg": runs[-1].config_arg} and record["history"][1]["loss"] == 0.5
 
     from_workdirs = aggregate.aggregate(runs, root, "controls")

@@ -8,10 +8,12 @@ own aggregation and tables under `infotok_jax/study/`, which read results and tr
 experiment configs and the dependency pins. Documentation, tests and other result files do not.
 
 The code state is read where the code is run: each attempt of a run records it in the run's workdir
-before and after its training and its evaluation subprocess (`record_attempt`), and the result carries
-it only if every record agrees (`run_code_state`); a checkout edited while the run was queued or running
-(or between a preemption and its resumption) leaves a result that cannot count. Untracked files
-under `CODE_PATHS` (a new module not yet added) make the checkout dirty and are part of its patch.
+before and after its training and its evaluation subprocess (`record_attempt`): the commit, the patch
+from it, and a hash of the code files' contents as they are on disk. The result carries the state only
+if every record has the same code hash (`run_code_state`); a result whose code changed while the run was
+queued or running (or between a preemption and its resumption) cannot count. Commits and edits that touch
+no code (the study's own result commits, documentation) leave the hash alone. Untracked files under
+`CODE_PATHS` (a new module not yet added) make the checkout dirty and are part of its patch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 CODE_PATHS = ("infotok_jax/", "experiments/configs/", "pyproject.toml", "constraints.txt")
 NOT_CODE_PATHS = ("infotok_jax/study/",)
 PATCH_SUFFIX = ".patch"
-ATTEMPTS_FILE = "code_states.jsonl"  # in a run's workdir: one line per training or evaluation start
+ATTEMPTS_FILE = "code_states.jsonl"  # in a run's workdir: a line before and after each subprocess
 
 
 def patch_path(result_file: pathlib.Path) -> pathlib.Path:
@@ -53,11 +55,25 @@ def working_tree_patch(repo: pathlib.Path) -> str:
     return patch
 
 
+def code_hash(repo: pathlib.Path) -> str:
+    """sha256 over the path and contents of every file under `CODE_PATHS` that `is_code` (tracked or
+    untracked, not ignored), as they are on disk: what a run started now would import."""
+    listed = _git(repo, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CODE_PATHS)
+    digest = hashlib.sha256()
+    for path in sorted(set(filter(is_code, listed.split("\0")))):
+        file = pathlib.Path(repo) / path
+        if file.is_file():  # a tracked file deleted in the working tree is absent from the code
+            digest.update(path.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def code_state(repo: pathlib.Path) -> dict[str, Any]:
-    """{"commit", "dirty", "patch"} of the checkout `repo`: HEAD, and the patch that turns it into the
-    working tree (`working_tree_patch`; tracked changes anywhere or untracked code make it dirty)."""
+    """{"commit", "dirty", "patch", "code_sha256"} of the checkout `repo`: HEAD, the patch that turns it
+    into the working tree (`working_tree_patch`: tracked changes anywhere or untracked code make it dirty),
+    and `code_hash`."""
     patch = working_tree_patch(repo)
-    return {"commit": _git(repo, "rev-parse", "HEAD").strip() or None, "dirty": bool(patch), "patch": patch}
+    commit = _git(repo, "rev-parse", "HEAD").strip() or None
+    return {"commit": commit, "dirty": bool(patch), "patch": patch, "code_sha256": code_hash(repo)}
 
 
 def record_attempt(workdir: pathlib.Path, stage: str, state: dict[str, Any]) -> None:
@@ -72,6 +88,7 @@ def record_attempt(workdir: pathlib.Path, stage: str, state: dict[str, Any]) -> 
         "commit": state["commit"],
         "dirty": state["dirty"],
         "patch_sha256": digest,
+        "code_sha256": state["code_sha256"],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     with open(workdir / ATTEMPTS_FILE, "a") as f:
@@ -79,21 +96,24 @@ def record_attempt(workdir: pathlib.Path, stage: str, state: dict[str, Any]) -> 
 
 
 def run_code_state(workdir: pathlib.Path) -> tuple[dict[str, Any], str]:
-    """(the result's "git" record, the patch to store beside it) from the attempts recorded in `workdir`.
+    """(the result's "git" record, the patch to store beside it) from the records in `workdir`.
 
-    One code state over all attempts: {"commit", "dirty", "attempts"} and its patch. More than one:
-    {"commit": None, "dirty": True, "changed_during_run": [the states]} and no patch (it cannot count).
+    One code hash over all records: the first record's {"commit", "dirty"} with the code hash and the
+    number of records, and that record's patch. More than one: {"commit": None, "dirty": True,
+    "changed_during_run": [the records where the hash changed]} and no patch (it cannot count).
     """
     workdir = pathlib.Path(workdir)
     lines = (workdir / ATTEMPTS_FILE).read_text().splitlines()
-    attempts = [json.loads(line) for line in lines if line.strip()]
-    states = list(dict.fromkeys((a["commit"], a["dirty"], a["patch_sha256"]) for a in attempts))
-    if len(states) > 1:
-        changed = [{"commit": c, "dirty": d, "patch_sha256": h} for c, d, h in states]
-        return {"commit": None, "dirty": True, "changed_during_run": changed, "attempts": len(attempts)}, ""
-    commit, dirty, digest = states[0]
-    patch = (workdir / f"code_state_{digest[:16]}{PATCH_SUFFIX}").read_text() if dirty else ""
-    return {"commit": commit, "dirty": dirty, "attempts": len(attempts)}, patch
+    records = [json.loads(line) for line in lines if line.strip()]
+    first = records[0]
+    if any(r["code_sha256"] != first["code_sha256"] for r in records):
+        changed = [
+            r for i, r in enumerate(records) if i == 0 or r["code_sha256"] != records[i - 1]["code_sha256"]
+        ]
+        return {"commit": None, "dirty": True, "changed_during_run": changed, "records": len(records)}, ""
+    git = {k: first[k] for k in ("commit", "dirty", "code_sha256")}
+    patch_file = workdir / f"code_state_{first['patch_sha256'][:16]}{PATCH_SUFFIX}"
+    return {**git, "records": len(records)}, patch_file.read_text() if first["dirty"] else ""
 
 
 def touched_paths(patch: str) -> list[str]:
