@@ -84,9 +84,9 @@ def initializer_compiler_options() -> dict[str, int] | None:
     """XLA options for programs that run once, such as parameter initializers: on CPU, no LLVM optimization.
 
     An initializer is hundreds of small random-number kernels that XLA's CPU backend spends most of its
-    compile time optimizing, for a program that runs once (tiny AR host: 16.0 s vs 5.1 s to compile on a
-    loaded 2-core machine, experiments/bench_init_compile.py). The values are the same draws; about a third
-    of the leaves differ from the optimized program's in the last bit (FMA contraction). None elsewhere.
+    compile time optimizing, for a program that runs once (`experiments/bench_init_compile.py` measures
+    both; docs/performance.md has its table). The values are the same draws: some leaves differ from the
+    optimized program's by a few ulps (floating-point contraction). None on other backends.
     """
     return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
