@@ -7,7 +7,8 @@ smoke runs, study runs on a fresh machine). Per config (host.py arguments; the t
 the tiny hosts), the initializer is lowered and compiled with XLA's default options (the baseline) and
 with `train_state.initializer_compiler_options()` (what the trainer uses), alternating, in this process,
 without the persistent cache; both executables then run once and their states are compared leaf by leaf.
-Prints the median compile seconds, their ratio, and how many leaves differ and by how many ulps at most.
+Prints the median compile seconds (their range over the rounds), the ratio of the medians, and how many
+leaves differ and by how many ulps at most.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ TINY = ("host=ar,tiny", "host=masked,tiny", "host=continuous,tiny")
 
 def _max_ulps(a: np.ndarray, b: np.ndarray) -> int:
     if not np.issubdtype(a.dtype, np.floating):
-        return 0 if np.array_equal(a, b) else -1
+        raise ValueError(f"integer leaves differ ({a.dtype}{a.shape}): not the same initial state")
     spacing = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(a.dtype))
     return int(np.max(np.abs(a.astype(np.float64) - b) / spacing, initial=0))
+
+
+def _spread(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds):.2f} ({min(seconds):.2f}-{max(seconds):.2f})"
 
 
 def measure(arg: str, rounds: int) -> dict:
@@ -57,12 +62,10 @@ def measure(arg: str, rounds: int) -> dict:
     states = {name: jax.device_get(fn(rng, batch)) for name, fn in compiled.items()}
     pairs = list(zip(jax.tree.leaves(states["default"]), jax.tree.leaves(states["initializer"]), strict=True))
     differing = [(a, b) for a, b in pairs if not np.array_equal(a, b)]
-    base, new = statistics.median(seconds["default"]), statistics.median(seconds["initializer"])
     return {
         "config": arg,
-        "default_s": base,
-        "initializer_s": new,
-        "ratio": base / new,
+        "rounds": seconds,
+        "ratio": statistics.median(seconds["default"]) / statistics.median(seconds["initializer"]),
         "leaves": len(pairs),
         "differing": len(differing),
         "max_ulps": max((_max_ulps(a, b) for a, b in differing), default=0),
@@ -80,8 +83,8 @@ def main() -> None:
     for arg in args.configs.split("|"):
         r = measure(arg, args.rounds)
         print(
-            f"| {r['config']} | {r['default_s']:.2f} | {r['initializer_s']:.2f} | {r['ratio']:.2f}x "
-            f"| {r['differing']} of {r['leaves']} | {r['max_ulps']} |",
+            f"| {r['config']} | {_spread(r['rounds']['default'])} | {_spread(r['rounds']['initializer'])} "
+            f"| {r['ratio']:.2f}x | {r['differing']} of {r['leaves']} | {r['max_ulps']} |",
             flush=True,
         )
 
