@@ -1,4 +1,4 @@
-"""Test-session setup: 8 simulated CPU devices and a persistent compilation cache.
+"""Test-session setup: 8 simulated CPU devices, a persistent compilation cache, submitit imported early.
 
 XLA_FLAGS must be set before jax is imported anywhere, so this runs at conftest import. The cache
 directory is keyed by the device count so runs with different counts never share entries.
@@ -17,6 +17,11 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TFDS_DATA_DIR", os.path.join(_REPO, ".cache", "tfds"))
 
 import jax  # noqa: E402
+
+# submitit configures logging when first imported (logging.config.dictConfig), which closes every existing
+# handler; absl's closes its stream unless it is the current sys.stderr. Imported first inside a capsys
+# test, that stream is pytest's capture file of the worker, and every later test there fails to capture.
+import submitit  # noqa: E402, F401
 
 from infotok_jax import compilation_cache  # noqa: E402
 

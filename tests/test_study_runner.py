@@ -9,11 +9,6 @@ import sys
 
 import pytest
 
-# submitit configures logging when first imported (logging.config.dictConfig), which closes every existing
-# handler; absl's closes its stream unless it is the current sys.stderr. Imported inside a capsys test,
-# that stream is pytest's capture file of the worker, and every later test fails to capture.
-import submitit  # noqa: F401
-
 from infotok_jax.study import aggregate, engine, protocol, slices
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -72,7 +72,9 @@ def _run_logged(command: Sequence[str], log_path: pathlib.Path, env: dict[str, s
         return rc, time.perf_counter() - start
 
 
-def _run_recorded(stage: str, command: Sequence[str], workdir: pathlib.Path, env: dict[str, str]):
+def _run_recorded(
+    stage: str, command: Sequence[str], workdir: pathlib.Path, env: dict[str, str]
+) -> tuple[int, float]:
     """`_run_logged` into `<stage>.log`, with the checkout's code state recorded before and after (a
     change while the subprocess ran shows as two states: `provenance.run_code_state`)."""
     provenance.record_attempt(workdir, stage, provenance.code_state(REPO))
