@@ -4,13 +4,15 @@ Both binaries run the same way on one machine, a GPU cluster or a TPU pod: `--di
 multi-process JAX before any device is touched, a lost process makes the others exit after
 `--heartbeat_timeout_seconds`, the persistent compilation cache is enabled, orbax's per-file INFO logs
 are dropped and, against a GCS emulator, gcsfs's per-call credential warnings too (and so are the
-tracebacks a full disk makes orbax's and tensorboardX's threads print: the binary reports it in one line).
+tracebacks a full disk makes orbax's, tensorboardX's and tensorstore's threads print: the binary reports it
+in one line).
 Import this module from a binary (it defines absl flags) and call `start()` in `main`.
 """
 
 from __future__ import annotations
 
 import logging as std_logging
+import sys
 import threading
 
 from absl import flags, logging
@@ -63,6 +65,26 @@ def _one_line_for_full_disk_in_threads() -> None:
     threading.excepthook = hook
 
 
+def _one_line_for_writes_after_an_aborted_save() -> None:
+    """When a checkpoint save fails (a full disk), orbax closes its event loop while tensorstore still
+    has writes in flight; each one that finishes later reports `Event loop is closed` as an unraisable
+    traceback. The writes are abandoned either way (the step is not committed): say so once."""
+    default_hook = sys.unraisablehook
+    told = False
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        nonlocal told
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+            if not told:
+                logging.warning("Storage writes of an aborted checkpoint save ended after it; dropped.")
+                told = True
+            return
+        default_hook(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def start() -> None:
     """Multi-process start-up (when --distributed), the compilation cache and logging; call first."""
     from infotok_jax import distributed, storage
@@ -70,6 +92,7 @@ def start() -> None:
     storage.quiet_gcs_emulator_probe()  # before anything imports gcsfs
     _quiet_orbax_info_logs()
     _one_line_for_full_disk_in_threads()
+    _one_line_for_writes_after_an_aborted_save()
     if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM
         console.raise_on_sigterm()
     distributed.initialize(
