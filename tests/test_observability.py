@@ -296,10 +296,11 @@ def test_host_task_loss_is_the_host_loss_plus_infotok_and_captions_carry_the_ver
     assert all(c.endswith("  [oracle: wrong]") for c in task.picture_captions("generations", wrong, notes))
 
     # `loss` (log, metrics.jsonl, TensorBoard) is what is differentiated; `loss/host` leaves InfoTok out
-    variables = dict(nn.unbox(task.init_variables(jax.random.key(0), batch)))
+    variables = dict(nn.unbox(jax.jit(task.init_variables)(jax.random.key(0), batch)))
     params = variables.pop("params")
     config.infotok.warmup_steps = 4  # at step 2 the IB weight is 1/2
-    loss, (metrics, _) = task.loss(params, variables, batch, jax.random.key(1), jnp.asarray(2, jnp.int32))
+    loss_fn = jax.jit(task.loss)  # eagerly, each of the host's operations would compile on its own
+    loss, (metrics, _) = loss_fn(params, variables, batch, jax.random.key(1), jnp.asarray(2, jnp.int32))
     assert "loss/total" not in metrics and float(metrics["infotok/weight"]) == pytest.approx(0.5)
     infotok_term = metrics["infotok/weight"] * metrics["infotok/regularizer"]
     assert float(infotok_term) != 0.0
