@@ -29,6 +29,7 @@ def env_for(devices: int) -> dict[str, str]:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung or crashed run prints every thread's stack (`kill`)
     # the toy task (config.task="tests.toy_task:...") is imported from the repository from any cwd
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
@@ -85,8 +86,18 @@ def wait_for_step(workdir: pathlib.Path, process: subprocess.Popen, step: int, t
 
 
 def kill(process: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 60) -> int:
+    """Sends `sig` and returns the exit status; a process still running after `timeout` is aborted so
+    that faulthandler (PYTHONFAULTHANDLER, `env_for`) prints where each of its threads waits."""
     process.send_signal(sig)
-    return process.wait(timeout=timeout)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        process.wait(timeout=30)
+        stacks = process.stderr.read()[-8000:] if process.stderr else "(stderr not captured)"
+        raise AssertionError(
+            f"still running {timeout} s after {signal.Signals(sig).name}:\n{stacks}"
+        ) from None
 
 
 def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
