@@ -1,4 +1,5 @@
-"""Test-session setup: 8 simulated CPU devices, a persistent compilation cache, submitit imported early.
+"""Test-session setup: 8 simulated CPU devices, a persistent compilation cache, submitit imported early,
+slow tests first.
 
 XLA_FLAGS must be set before jax is imported anywhere, so this runs at conftest import. The cache
 directory is keyed by the device count so runs with different counts never share entries.
@@ -27,3 +28,9 @@ from infotok_jax import compilation_cache  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 compilation_cache.enable(device_count=_DEVICE_COUNT)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run first (in file order): under xdist a long test handed out last keeps one
+    worker busy while the others have nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

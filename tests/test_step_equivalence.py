@@ -16,7 +16,7 @@ from infotok_jax.training import train_state
 
 
 def _trajectory(arg: str, unroll: bool, steps: int = 3) -> tuple[list[float], dict]:
-    overrides = {"host.lm.num_layers": 3, "host.lm.unroll_layers": unroll}  # tiny has 1 layer: give it 3
+    overrides = {"host.lm.num_layers": 2, "host.lm.unroll_layers": unroll}  # tiny has 1 layer: give it 2
     under_test = roofline.StepUnderTest(arg, overrides=overrides)
     losses = [float(under_test.step()["loss"]) for _ in range(steps)]
     return losses, jax.device_get(under_test.state.params)
