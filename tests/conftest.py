@@ -31,6 +31,6 @@ compilation_cache.enable(device_count=_DEVICE_COUNT)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked slow run first (in file order): under xdist a long test handed out last keeps one
-    worker busy while the others have nothing left to do."""
+    """Tests marked slow run first (in file order): an idle xdist worker steals the tail of another's
+    queue (`--dist worksteal`, setup.cfg), so short tests at the end keep every worker busy to the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

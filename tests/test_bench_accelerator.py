@@ -39,6 +39,8 @@ def _load_bench():
 
 bench = _load_bench()
 
+pytestmark = pytest.mark.slow  # scheduled early, together: the module fixture runs the benchmark once
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -4,9 +4,12 @@ import pathlib
 import re
 import runpy
 
+import pytest
+
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "estimators.md"
 
 
+@pytest.mark.slow
 def test_estimator_docs_examples_run(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(blocks) >= 5, "docs/estimators.md lost its examples"

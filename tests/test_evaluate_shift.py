@@ -15,6 +15,8 @@ from tests import training_harness
 
 HOST = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / "host.py"
 
+pytestmark = pytest.mark.slow  # scheduled early, together: the module fixture trains a run once
+
 
 def _config(*overrides: str):
     return training_harness.load_config(pathlib.Path(f"{HOST}:host=ar,tiny"), *overrides)

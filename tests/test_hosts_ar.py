@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from infotok_jax.mllm import hosts, sampling
 from infotok_jax.mllm.hosts import sequences
@@ -36,6 +37,7 @@ def trained():
     return model, variables, losses
 
 
+@pytest.mark.slow
 def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))

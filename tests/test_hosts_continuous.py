@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from infotok_jax.mllm import hosts
 from tests.test_hosts_common import (
@@ -36,6 +37,7 @@ def trained():
     return model, variables, losses
 
 
+@pytest.mark.slow
 def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))

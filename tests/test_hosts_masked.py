@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from infotok_jax.mllm import hosts
 from tests.test_hosts_common import (
@@ -35,6 +36,7 @@ def trained():
     return model, variables, losses
 
 
+@pytest.mark.slow
 def test_losses_finite_and_training_lowers_them():
     model, variables, losses = trained()
     assert np.all(np.isfinite(losses))

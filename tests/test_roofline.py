@@ -58,6 +58,7 @@ def test_profile_parts_follow_the_name_stack():
     assert step_profile.part_of(None, "") == "other"
 
 
+@pytest.mark.slow
 def test_the_report_of_a_tiny_host_step_attributes_its_time():
     square = {"float32": 1e11, "bfloat16": 1e11}  # not measured here: only the ratios use it
     (row,) = roofline_report.rows(("host=ar,tiny,batch=8",), square, steps=2, profile_steps=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from infotok_jax import sharding, tasks
 from infotok_jax.benchmarks import roofline
@@ -22,6 +23,7 @@ def _trajectory(arg: str, unroll: bool, steps: int = 3) -> tuple[list[float], di
     return losses, jax.device_get(under_test.state.params)
 
 
+@pytest.mark.slow
 def test_unrolled_layers_follow_the_scanned_trajectory():
     arg = "host=ar,tiny,batch=8"
     scanned_losses, scanned_params = _trajectory(arg, unroll=False)

@@ -135,6 +135,7 @@ def _cancel_after_first_checkpoint(workdir: pathlib.Path, seen: dict) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_slice_runs_as_a_slurm_array_and_a_cancelled_job_resumes_from_its_checkpoint(
     slurm, tmp_path, monkeypatch
 ):
