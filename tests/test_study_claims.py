@@ -158,7 +158,8 @@ def test_a_claim_shows_every_cell_leaves_dirty_results_out_and_applies_its_rule(
             _write(tmp_path, f"ar-supervised-s{seed}", {acc: b + 0.30 + 0.001 * seed, count: 512})
     decided = claims.evaluate(claim, "tiny", tmp_path)
     hsic, vib, supervised = decided["cells"]
-    assert hsic["n"] == 4 and vib["n"] == 3 and vib["seeds"] == [0, 1, 2]
+    assert hsic["seeds"] == [0, 1, 2, 3] and hsic["n"] == 3  # tested on its planned seeds, never more
+    assert vib["n"] == 3 and vib["seeds"] == [0, 1, 2]
     assert hsic["reject"] and hsic["lo_adj"] > 0 and not vib["reject"]
     assert supervised["pending"] and supervised["n"] == 2 and supervised["planned_n"] == 3
     assert supervised["mean"] == pytest.approx(0.3005) and supervised["lo"] > 0  # described
@@ -195,11 +196,28 @@ def test_three_hosts_rule_needs_every_host_for_one_arm():
 def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
     budget = slices.BUDGETS["cpu2400full"]
     assert "--config.evaluation.max_batches=25" in budget.overrides  # 80 x 25 = the 2000 test examples
+    ten, three = set(), set()
+    for claim in claim_families.CLAIMS:
+        for cell in claim.family:
+            planned = claim_families.planned_seeds("cpu2400full", cell)
+            (ten if planned == 10 else three).add((cell.host, cell.name, cell.endpoint))
+            assert claim_families.planned_seeds("cpu2400", cell) == claim_families.CELL_SEEDS
     for contrast in claim_families.SEQUENTIAL_PLAN:
         assert len(contrast.seeds) == 10 and contrast.study == "cpu2400full"
-        cell = (contrast.host, contrast.cell, contrast.endpoint)
-        assert claim_families.planned_seeds("cpu2400full", *cell) == 10
-        assert claim_families.planned_seeds("cpu2400", *cell) == claim_families.CELL_SEEDS
+        assert (contrast.host, contrast.cell, contrast.endpoint) in ten
+    # every cell made of a planned contrast's runs (its other endpoint, its nuisance-shift drop) is
+    # planned at 10 too, so it is not read at each seed from the 3rd on; a cell with another run is not
+    endpoints = {
+        claim_families.UNDERSTANDING,
+        claim_families.GENERATION,
+        claim_families.SHIFTED_UNDERSTANDING,
+    }
+    assert ten == {
+        (contrast.host, contrast.cell, endpoint)
+        for contrast in claim_families.SEQUENTIAL_PLAN
+        for endpoint in endpoints
+    }
+    assert ("ar", "vib - baseline", claim_families.UNDERSTANDING) in three
     names = {s.name: s for s in slices.SLICES}
     ar = slices.plan_slice(names["plan_ar_vib_supervised"], budget)
     assert sorted({r.arm for r in ar}) == ["supervised", "vib"] and len(ar) == 20

@@ -267,18 +267,33 @@ SEQUENTIAL_PLAN = (
     PlannedContrast("understanding", "masked", "hsic - baseline", UNDERSTANDING, "cpu2400full", PLAN_SEEDS),
 )
 # A cell is decided only once it has its planned seeds (amendment of 2026-12-06, before any run of the
-# plan): the protocol's 3 per cell, or the plan's 10 for its contrasts at their study. Until then it is
-# shown as pending and its family still counts it (Holm over all cells), since a t interval on 1 or 2 df
-# swings between verdicts as seeds arrive (the capacity control read "reversed" at n = 2, not at n = 3).
+# plan): the protocol's 3, or the plan's 10 for its contrasts at their study. Until then it is shown as
+# pending and its family still counts it (Holm over all cells), since a t interval on 1 or 2 df swings
+# between verdicts as seeds arrive (the capacity control read "reversed" at n = 2, not at n = 3).
+# Second amendment (2026-12-07, at 8 of the first contrast's 10 seeds): every cell whose runs are all
+# runs of one planned contrast (its other endpoint, the nuisance-shift cells) is planned at that
+# contrast's 10 seeds too, since the plan fixes how many of those runs exist; at 3 it was read at every
+# seed from the 3rd to the 10th (interim looks the plan rules out). A cell is decided on its first
+# `planned` seeds, in seed order, never on more.
 CELL_SEEDS = 3
 
 
-def planned_seeds(study: str, host: str, cell: str, endpoint: str) -> int:
-    """The seed count at which a cell is decided at `study`, in every claim that reads it (a planned
-    contrast's cell is not looked at early through another claim either)."""
-    key = (study, host, cell, endpoint)
+def _runs(cell: Cell) -> set[tuple[str, str, str]]:
+    return {(cell.host, term.arm, term.label) for term in cell.terms}
+
+
+def planned_seeds(study: str, cell: Cell) -> int:
+    """The seed count at which `cell` is decided at `study`, in every claim that reads it (a planned
+    contrast's runs are not looked at early through another cell either)."""
     for contrast in SEQUENTIAL_PLAN:
-        if (contrast.study, contrast.host, contrast.cell, contrast.endpoint) == key:
+        if contrast.study != study:
+            continue
+        planned_cell = next(
+            c
+            for c in CLAIMS_BY_KEY[contrast.claim].family
+            if (c.host, c.name, c.endpoint) == (contrast.host, contrast.cell, contrast.endpoint)
+        )
+        if _runs(cell) <= _runs(planned_cell):
             return len(contrast.seeds)
     return CELL_SEEDS
 

@@ -81,16 +81,20 @@ def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path)
     metrics, excluded = load_study(results_dir, study)
     names = _run_names(claim, study)
     per_cell = [cell_seeds(c, names, metrics) for c in claim.family]
-    values = [[s["value"] for s in seeds.values()] for seeds in per_cell]
-    planned = [claim_families.planned_seeds(study, c.host, c.name, c.endpoint) for c in claim.family]
-    # cells short of their planned seeds enter the family untested (they still count in Holm's m)
-    stats = multiplicity.family([v if len(v) >= n else [] for v, n in zip(values, planned, strict=True)])
+    planned = [claim_families.planned_seeds(study, c) for c in claim.family]
+    # a cell is tested on its planned seeds 0..n-1 once they all exist, never on more; short of them it
+    # enters the family untested (it still counts in Holm's m)
+    tested = [
+        [seeds[s]["value"] for s in range(n)] if all(s in seeds for s in range(n)) else []
+        for seeds, n in zip(per_cell, planned, strict=True)
+    ]
+    stats = multiplicity.family(tested)
     cells = []
-    for cell, seeds, stat, cell_values, n_planned in zip(
-        claim.family, per_cell, stats, values, planned, strict=True
+    for cell, seeds, stat, cell_tested, n_planned in zip(
+        claim.family, per_cell, stats, tested, planned, strict=True
     ):
-        if len(cell_values) < n_planned:  # described, not tested
-            raw = multiplicity.family([cell_values])[0]
+        if not cell_tested:  # described, not tested
+            raw = multiplicity.family([[s["value"] for s in seeds.values()]])[0]
             stat = {**stat, **{k: raw[k] for k in ("n", "mean", "lo", "hi", "prob_improvement", "diffs")}}
         variances = [_sampling_variance(s["terms"]) for s in seeds.values()]
         share = None
@@ -104,7 +108,7 @@ def evaluate(claim: claim_families.Claim, study: str, results_dir: pathlib.Path)
                 "seeds": sorted(seeds),
                 **stat,
                 "planned_n": n_planned,
-                "pending": len(cell_values) < n_planned,
+                "pending": not cell_tested,
                 "sampling": share,
             }
         )
