@@ -273,8 +273,8 @@ SEQUENTIAL_PLAN = (
 # Second amendment (2026-12-07, at 8 of the first contrast's 10 seeds): every cell whose runs are all
 # runs of one planned contrast (its other endpoint, the nuisance-shift cells) is planned at that
 # contrast's 10 seeds too, since the plan fixes how many of those runs exist; at 3 it was read at every
-# seed from the 3rd to the 10th (interim looks the plan rules out). A cell is decided on its first
-# `planned` seeds, in seed order, never on more.
+# seed from the 3rd to the 10th (interim looks the plan rules out). A cell is decided on its planned
+# seeds 0..n-1, never on more.
 CELL_SEEDS = 3
 
 
