@@ -35,16 +35,18 @@ INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
 
 def _quiet_orbax_info_logs() -> None:
     """Orbax logs every file operation at INFO through absl; keep its warnings, drop the rest. A full
-    disk makes each of its background threads log a traceback; the binary says it in one line instead."""
+    disk makes each of its background threads (and asyncio, for each of its failed write tasks) log a
+    traceback; the binary says it in one line instead."""
 
     def keep(record: std_logging.LogRecord) -> bool:
-        if "/orbax/" not in record.pathname:
+        from_asyncio = record.name == "asyncio"  # a failed save's tasks: "exception was never retrieved"
+        if "/orbax/" not in record.pathname and not from_asyncio:
             return True
         error = record.exc_info[1] if record.exc_info else None
         disk_full = "No space left on device" in record.getMessage() or (
             error is not None and storage.is_disk_full(error)
         )
-        return record.levelno >= std_logging.WARNING and not disk_full
+        return (from_asyncio or record.levelno >= std_logging.WARNING) and not disk_full
 
     for handler in [*std_logging.getLogger().handlers, logging.get_absl_handler().python_handler]:
         handler.addFilter(keep)

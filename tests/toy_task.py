@@ -90,7 +90,11 @@ class ToyRegressionTask:
         }
 
     def train_iterator(self, mesh: Mesh):
-        time.sleep(self.config.data.get("startup_delay_seconds", 0.0))  # a slow start-up, inside the lock
+        # a slow start-up, inside the lock: Python-level work (short waits), as a data pipeline's start is;
+        # one long C-level sleep would hold off a signal the kernel hands to another thread
+        deadline = time.monotonic() + self.config.data.get("startup_delay_seconds", 0.0)
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
         return _Iterator(self.config, mesh)
 
     def eval_iterator(self, mesh: Mesh):

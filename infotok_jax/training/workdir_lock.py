@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -122,6 +123,9 @@ class WorkdirLock:
 
     def _beat(self) -> None:
         """Refreshes the heartbeat until `release`, as long as the file still names this run."""
+        # Ctrl-C and SIGTERM are for the main thread: taken here, they would not wake its waits (a
+        # start-up's sleep ran on for minutes with the signal pending)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         while not self._stop_beating.wait(HEARTBEAT_SECONDS):
             try:
                 if not self._is_ours(self._read_holder()):
