@@ -5,6 +5,7 @@ count (provenance) and the verdict rules."""
 import json
 import math
 import pathlib
+import random
 import subprocess
 
 import pytest
@@ -21,6 +22,20 @@ def test_holm_steps_down_and_stops_at_the_first_kept_cell():
     assert [o["level"] for o in out] == pytest.approx([0.05 / 4, 0.05 / 3, 0.05 / 3, 0.05 / 3])
     # a missing test counts as p = 1 and stays in the family's size
     assert multiplicity.holm([0.012, None])[0]["p_holm"] == pytest.approx(0.024)
+
+
+def test_a_pending_cell_once_decided_can_add_rejections_but_never_remove_one():
+    """docs/study.md: a supported cell is final at once, whatever its family's pending cells give."""
+    rng = random.Random(0)
+    for _ in range(2000):
+        p = [rng.choice([None, rng.random() * 0.02, rng.random()]) for _ in range(rng.randint(2, 12))]
+        before = [o["reject"] for o in multiplicity.holm(p)]
+        decided = [rng.random() if v is None else v for v in p]
+        after = [o["reject"] for o in multiplicity.holm(decided)]
+        assert all(a or not b for a, b in zip(after, before, strict=True)), (p, decided)
+    # and it does add one: alone in a family of 2, 0.03 > 0.05/2; with its partner at 0.01, 0.03 <= 0.05
+    assert [o["reject"] for o in multiplicity.holm([0.03, None])] == [False, False]
+    assert [o["reject"] for o in multiplicity.holm([0.03, 0.01])] == [True, True]
 
 
 def test_probability_of_improvement_counts_ties_half():
