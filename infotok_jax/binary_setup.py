@@ -33,7 +33,7 @@ INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
 )
 
 
-def _quiet_orbax_info_logs() -> None:
+def _quiet_checkpoint_logs() -> None:
     """Orbax logs every file operation at INFO through absl; keep its warnings, drop the rest. A full
     disk makes each of its background threads (and asyncio, for each of its failed write tasks) log a
     traceback; the binary says it in one line instead."""
@@ -92,7 +92,7 @@ def start() -> None:
     from infotok_jax import distributed, storage
 
     storage.quiet_gcs_emulator_probe()  # before anything imports gcsfs
-    _quiet_orbax_info_logs()
+    _quiet_checkpoint_logs()
     _one_line_for_full_disk_in_threads()
     _one_line_for_writes_after_an_aborted_save()
     if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM
