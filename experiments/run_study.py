@@ -46,6 +46,7 @@ from infotok_jax.study import (  # noqa: E402
     budget_curve,
     capacity,
     claims,
+    claims_plot,
     engine,
     plots,
     protocol,
@@ -222,8 +223,9 @@ def _planned_study(slice_name: str) -> str:
 
 
 def claims_report(args: argparse.Namespace) -> str | None:
-    """Decides the claims of `args.study` from its result files; writes `<root>/study/claims.md` and
-    `claims.json` and returns the Markdown (None when no claim reads this study)."""
+    """Decides the claims of `args.study` from its result files; writes `<root>/study/claims.md`,
+    `claims.json` and the forest plot `claims.png`, and returns the Markdown (None when no claim reads
+    this study)."""
     chosen = claims.claims_of_study(args.study)
     if not chosen:
         return None
@@ -233,6 +235,7 @@ def claims_report(args: argparse.Namespace) -> str | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "claims.md").write_text(text)
     (out_dir / "claims.json").write_text(json.dumps(decided, indent=1, allow_nan=False) + "\n")
+    claims_plot.forest(decided, out_dir / "claims.png", title=f"claims at {args.study}")
     return text
 
 

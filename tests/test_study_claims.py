@@ -7,10 +7,20 @@ import math
 import pathlib
 import random
 import subprocess
+import sys
 
 import pytest
 
-from infotok_jax.study import claim_families, claims, multiplicity, protocol, provenance, results, slices
+from infotok_jax.study import (
+    claim_families,
+    claims,
+    claims_plot,
+    multiplicity,
+    protocol,
+    provenance,
+    results,
+    slices,
+)
 
 
 def test_holm_steps_down_and_stops_at_the_first_kept_cell():
@@ -208,6 +218,42 @@ def test_three_hosts_rule_needs_every_host_for_one_arm():
     assert claims.VERDICT_RULES["all_hosts"](every).startswith("not supported")
 
 
+def test_the_forest_plot_has_a_panel_per_family_with_runs_colored_by_the_holm_interval(tmp_path):
+    def cell(name, lo_adj, hi_adj, n=3, pending=False):
+        diffs = [0.1 * i for i in range(n)]
+        return {
+            "host": "ar",
+            "name": name,
+            "endpoint": claim_families.GENERATION,
+            "n": n,
+            "planned_n": 3,
+            "pending": pending,
+            "mean": sum(diffs) / n if n else None,
+            "lo": -0.05 if n > 1 else None,
+            "hi": 0.25 if n > 1 else None,
+            "lo_adj": None if pending else lo_adj,
+            "hi_adj": None if pending else hi_adj,
+            "diffs": diffs,
+        }
+
+    above, across, below = cell("a", 0.1, 0.2), cell("b", -0.1, 0.2), cell("c", -0.3, -0.1)
+    pending = cell("d", None, None, n=2, pending=True)
+    family = [above, across, below, pending]
+    decided = [
+        {"statement": "first", "verdict": "v1", "cells": family},
+        {"statement": "same cells, another rule", "verdict": "v2", "cells": family},
+        {"statement": "no runs", "verdict": "untested", "cells": [cell("e", None, None, n=0, pending=True)]},
+    ]
+    (first, family_cells), second = claims_plot._panels(decided)[0], claims_plot._panels(decided)[1]
+    assert [d["statement"] for d in first] == ["first", "same cells, another rule"] and family_cells is family
+    assert [d["statement"] for d in second[0]] == ["no runs"]  # grouped here; `forest` leaves it out
+    colors = [claims_plot._color(c) for c in family]
+    assert colors == ["tab:green", claims_plot._NEITHER, "tab:red", claims_plot._PENDING]
+    assert claims_plot._label(pending) == "ar d, generation (2/3 pending)"
+    png = claims_plot.forest(decided, tmp_path / "claims.png", title="t")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
     budget = slices.BUDGETS["cpu2400full"]
     assert "--config.evaluation.max_batches=25" in budget.overrides  # 80 x 25 = the 2000 test examples
@@ -241,3 +287,23 @@ def test_the_sequential_plan_is_slices_of_ten_seeds_at_the_whole_split_budget():
     assert {r.name for r in control} == {
         f"ar-supervised{t}-s{s}" for t in ("", "-tokens64") for s in (0, 1, 2)
     }
+
+
+def test_the_claims_command_decides_the_committed_results_and_draws_them(tmp_path):
+    """`run_study.py --claims` on the committed cpu2400full files: the decided first contrast of the plan,
+    and claims.md, claims.json and claims.png under <root>/study."""
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, str(repo / "experiments" / "run_study.py"), "--study=cpu2400full", "--claims"]
+        + [f"--root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| ar | vib - supervised control | generation | 10 / 10 | +0.128 |" in out.stdout
+    assert (tmp_path / "study" / "claims.md").read_text() == out.stdout.rstrip("\n") + "\n"
+    decided = json.loads((tmp_path / "study" / "claims.json").read_text())
+    assert {d["claim"] for d in decided} == {c.key for c in claims.claims_of_study("cpu2400full")}
+    assert (tmp_path / "study" / "claims.png").read_bytes()[:4] == b"\x89PNG"

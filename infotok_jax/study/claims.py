@@ -157,13 +157,16 @@ def _below(cells):
 
 
 def _names(cells) -> str:
-    return "; ".join(f"{c['host']} {c['name']} ({_short(c['endpoint'])})" for c in cells)
+    return "; ".join(f"{c['host']} {c['name']} ({short_endpoint(c['endpoint'])})" for c in cells)
 
 
-def _short(endpoint: str) -> str:
-    return {claim_families.UNDERSTANDING: "understanding", claim_families.GENERATION: "generation"}.get(
-        endpoint, endpoint
-    )
+def short_endpoint(endpoint: str) -> str:
+    """ "understanding" or "generation" for the primary endpoints' metric keys; other keys as they are."""
+    return {
+        claim_families.UNDERSTANDING: "understanding",
+        claim_families.GENERATION: "generation",
+        claim_families.SHIFTED_UNDERSTANDING: "shift drop",
+    }.get(endpoint, endpoint)
 
 
 def _any_above(cells) -> str:
@@ -235,7 +238,7 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
             "",
             f"### {d['statement']} (`{d['study']}`)",
             "",
-            f"Primary endpoint(s): {', '.join(_short(e) for e in d['endpoints'])} (test split). "
+            f"Primary endpoint(s): {', '.join(short_endpoint(e) for e in d['endpoints'])} (test split). "
             f"Family: the {len(d['cells'])} cells below. Rule: {d['rule']}",
             "",
             f"**Verdict: {d['verdict']}**",
@@ -252,16 +255,16 @@ def markdown(decided: Sequence[dict[str, Any]]) -> str:
             prob = "—" if c["prob_improvement"] is None else f"{c['prob_improvement']:.2f}"
             share = "—" if not c["sampling"] else f"{c['sampling']['share']:.2f}"
             lines.append(
-                f"| {c['host']} | {c['name']} | {_short(c['endpoint'])} | {c['n']} / {c['planned_n']}"
+                f"| {c['host']} | {c['name']} | {short_endpoint(c['endpoint'])} | {c['n']} / {c['planned_n']}"
                 f"{' pending' if c['pending'] else ''} | {mean} | "
                 f"{_interval(c['lo'], c['hi'])} | {adjusted} | {_p(c['p'])} | {_p(c['p_holm'])} | {prob} | "
                 f"{share} |"
             )
         pooled = d["sampling_by_endpoint"]
         if pooled:
-            parts = ", ".join(f"{_short(k)} {v['share']:.2f}" for k, v in pooled.items())
+            parts = ", ".join(f"{short_endpoint(k)} {v['share']:.2f}" for k, v in pooled.items())
             limit = claim_families.SAMPLING_MATERIAL_SHARE
-            material = [_short(k) for k, v in pooled.items() if v["share"] > limit]
+            material = [short_endpoint(k) for k, v in pooled.items() if v["share"] > limit]
             lines += [
                 "",
                 f"Sampling share pooled over the cells, per endpoint: {parts}; material (above {limit:.2f}, "

@@ -39,7 +39,8 @@ CURVE_PANELS = (
 )
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use: binaries that draw nothing skip it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,11 +49,12 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: pathlib.Path) -> pathlib.Path:
+def save_figure(fig, path: pathlib.Path) -> pathlib.Path:
+    """Saves `fig` as `path` (parents created) and closes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -68,7 +70,7 @@ def information_plane(results: dict[str, Any], path: pathlib.Path) -> pathlib.Pa
     """One panel per host; per arm, the evaluation-time excess nHSIC(X,Z) vs excess nHSIC(Z,Y) (over their
     permutation floors, 512 examples), mean ± std over seeds; filled markers: flat token view, hollow:
     pooled. Each flat point is labelled with the probe R^2 of the nuisance from the tokens ("N R2")."""
-    plt = _pyplot()
+    plt = pyplot()
     hosts = _hosts(results)
     fig, axes = plt.subplots(1, len(hosts), figsize=(4.2 * len(hosts), 3.8), dpi=110, squeeze=False)
     for ax, host in zip(axes[0], hosts, strict=True):
@@ -101,7 +103,7 @@ def information_plane(results: dict[str, Any], path: pathlib.Path) -> pathlib.Pa
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bar_chart(
@@ -109,7 +111,7 @@ def bar_chart(
 ) -> pathlib.Path:
     """Grouped bars (hosts x non-baseline arms) of the mean paired difference from the baseline, with the
     95% t interval over seeds as error bars; solid when the interval excludes 0, faded otherwise."""
-    plt = _pyplot()
+    plt = pyplot()
     hosts = _hosts(results)
     arms = [a for a in _arms(results) if any(g["paired"] for g in results["groups"] if g["arm"] == a)]
     rows = (len(panels) + 2) // 3
@@ -149,7 +151,7 @@ def bar_chart(
         "paired difference from the baseline, 95% t interval over seeds; faded: interval contains 0",
         fontsize=9,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 VARIANT_PANELS = (
@@ -167,7 +169,7 @@ def variant_chart(
     """Categorical sweeps (controls, capacity): one horizontal bar per (host, variant), mean with the
     sample std over seeds (none with one seed), coloured by arm, faded below 3 complete seeds; a dashed
     line at the host's baseline and, where given, a dotted one at the metric's floor (image-blind)."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = results["groups"]
     labels = [f"{g['host']}: {g['value'] or g['arm']} ({g['complete']})" for g in groups]
     fig, axes = plt.subplots(
@@ -209,7 +211,7 @@ def variant_chart(
         "-- baseline, : image-blind floor",
         fontsize=8,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _numeric(values: Sequence[Any]) -> bool:
@@ -224,7 +226,7 @@ def sweep_curves(
     panels: Sequence[tuple[str, str]] = CURVE_PANELS,
 ) -> pathlib.Path:
     """Metric vs swept value, one line per (host, arm), sample-std error bars; one panel per metric."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), dpi=110, squeeze=False)
     values = list(dict.fromkeys(g["value"] for g in results["groups"]))
     numeric = _numeric(values)
@@ -258,14 +260,14 @@ def sweep_curves(
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def capacity_gains(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     """The capacity claim at a glance: each IB arm's paired gain over the same-point baseline against the
     nuisance, solid at the fewer tokens and dashed at the more, 95% t interval over seeds as error bars
     (none with one seed); one row per host, one column per `capacity.CONTRAST_METRICS` metric."""
-    plt = _pyplot()
+    plt = pyplot()
     by_point = capacity.gains(results["runs"])
     hosts = sorted({h for h, _, _ in by_point}) or ["(no paired runs)"]
     metrics = capacity.CONTRAST_METRICS
@@ -298,12 +300,12 @@ def capacity_gains(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
             ax.set_title(f"{host}: {metric.label}, arm - baseline", fontsize=9)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rate_distortion(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     """Each (host, arm)'s sweep points in the (excess nHSIC(X,Z), PSNR) plane: the rate-distortion curve."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
     for host in _hosts(results):
         for arm in _arms(results):
@@ -330,7 +332,7 @@ def rate_distortion(results: dict[str, Any], path: pathlib.Path) -> pathlib.Path
     ax.set_title("rate-distortion over the beta sweep (labels: beta)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 HOST_COLORS = {"ar": "tab:blue", "masked": "tab:red", "continuous": "tab:purple"}
@@ -340,7 +342,7 @@ def budget_curve(curve: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib
     """The baselines' learning curve (`budget_curve.points`): per host, generation all-correct with its
     95% Wilson interval, its floor (dashed) and the oracle on its reconstructions (dotted); understanding
     with its image-blind floor (dashed); against the training budget in steps."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (gen_ax, und_ax) = plt.subplots(1, 2, figsize=(9.5, 3.8), dpi=110)
     for host in dict.fromkeys(p["host"] for p in curve):
         rows = sorted((p for p in curve if p["host"] == host), key=lambda p: (p["steps"], p["seed"]))
@@ -364,4 +366,4 @@ def budget_curve(curve: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib
         ax.set_xlabel("training steps (batch 32), each point its own run")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
