@@ -69,8 +69,9 @@ def forest(decided: Sequence[dict[str, Any]], path: pathlib.Path, title: str = "
     for (_, cells), heading in zip(panels, headings, strict=True):
         heights += [0.35 * (heading.count("\n") + 1) + 1.1, len(cells) + 0.2]
     fig = plt.figure(figsize=(10, 0.28 * sum(heights) + 1.2), dpi=110)
-    grid = fig.add_gridspec(max(len(heights), 1), 1, height_ratios=heights or [1], left=0.42, right=0.98)
-    grid.update(hspace=0.0)
+    grid = fig.add_gridspec(
+        max(len(heights), 1), 1, height_ratios=heights or [1], left=0.42, right=0.98, hspace=0.0
+    )
     for i, ((_, cells), heading) in enumerate(zip(panels, headings, strict=True)):
         head = fig.add_subplot(grid[2 * i, 0])
         head.axis("off")
