@@ -1,11 +1,16 @@
 """Every real task as 2 processes x 2 devices equals 1 process x 4 devices, through kill -9 and resume.
 
-Each task (the tokenizer and the three hosts) trains through `launch/local_multiprocess.py` and (hosts)
-is scored by the evaluation binary as 2 processes. The tokenizer and the AR host also lose a process to
-SIGKILL after the first in-training evaluation (the launcher then stops the other), resume from the last
-checkpoint and finish. Training losses, in-training evaluation metrics and the evaluation binary's
-scores must equal those of one uninterrupted process with 4 devices up to float tolerance (`RTOL`): the
-two runs execute the same partitioned programs, and only the cross-process all-reduce order may differ.
+Each task (the tokenizer and the three hosts) trains through `launch/local_multiprocess.py` as 2
+processes. The tokenizer and the AR host also lose a process to SIGKILL after the first in-training
+evaluation (the launcher then stops the other), resume from the last checkpoint and finish. Training
+losses and in-training evaluation metrics must equal those of one uninterrupted process with 4 devices up
+to float tolerance (`RTOL`): the two runs execute the same partitioned programs, and only the
+cross-process all-reduce order may differ. So must every in-training picture, pixel for pixel up to
+rounding: for a host, images sampled from fixed captions by the host's own sampler (`hosts.generate`,
+the evaluation binary's sampler too). The evaluation binary is scored as 2 processes on the AR host: its
+multi-process part (sharded batches, gathering, process 0 writing) and its answering (`HostBase.answer`,
+one implementation over each host's backbone) are the same for every host, and the host-specific
+sampling is compared through the pictures.
 
 A lost process must not hang the others: with `--heartbeat_timeout_seconds`, the survivor exits non-zero
 naming the lost task, and a restart resumes from the last checkpoint.
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import time
 
+import matplotlib.image
 import portpicker
 import pytest
 
@@ -31,17 +37,18 @@ pytestmark = pytest.mark.slow
 RTOL, ATOL = 1e-4, 1e-6  # float32 all-reduce order: observed differences are ~1e-7 relative
 LAUNCHER = [sys.executable, str(harness.REPO / "launch" / "local_multiprocess.py")]
 
-# (config file, config arguments, steps, evaluation period, killed and resumed); a
-# --config.num_train_steps override lengthens the tiny runs so that a kill after the first evaluation
-# lands before the end. Resuming is task-independent (the trainer restores the state and the data
-# iterator's position), so the kill is exercised on the tokenizer and one host; every task still checks
-# 2 processes == 1 process for training and (hosts) the evaluation binary.
+# (config file, config arguments, steps, evaluation period, killed and resumed, scored by the evaluation
+# binary); a --config.num_train_steps override lengthens the tiny runs so that a kill after the first
+# evaluation lands before the end. Resuming is task-independent (the trainer restores the state and the
+# data iterator's position), so the kill is exercised on the tokenizer and one host; every task still
+# checks 2 processes == 1 process for training and its pictures.
 TASKS = {
-    "tokenizer": (harness.TOKENIZER_CONFIG, "tiny,arm=hsic", 9, 3, True),
-    "ar": (harness.HOST_CONFIG, "tiny,host=ar,arm=hsic", 8, 2, True),
-    "masked": (harness.HOST_CONFIG, "tiny,host=masked,arm=hsic", 8, 2, False),
-    "continuous": (harness.HOST_CONFIG, "tiny,host=continuous,arm=vib", 8, 2, False),
+    "tokenizer": (harness.TOKENIZER_CONFIG, "tiny,arm=hsic", 9, 3, True, False),
+    "ar": (harness.HOST_CONFIG, "tiny,host=ar,arm=hsic", 8, 2, True, True),
+    "masked": (harness.HOST_CONFIG, "tiny,host=masked,arm=hsic", 8, 2, False, False),
+    "continuous": (harness.HOST_CONFIG, "tiny,host=continuous,arm=vib", 8, 2, False, False),
 }
+PIXEL_ATOL = 2.5 / 255  # PNG rounding of float32 pixels that differ by all-reduce order
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +145,7 @@ def _check_single_run(workdir, steps: int, eval_every: int, is_host: bool) -> No
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_two_processes_through_kill_and_resume_equal_one_process(tmp_path, data_env, task):
-    config, config_args, steps, eval_every, kill = TASKS[task]
+    config, config_args, steps, eval_every, kill, evaluate = TASKS[task]
     is_host = config == harness.HOST_CONFIG
     single, multi = tmp_path / "single", tmp_path / "multi"
 
@@ -184,7 +191,16 @@ def test_two_processes_through_kill_and_resume_equal_one_process(tmp_path, data_
         keep = {k: v for k, v in expected[step].items() if not k.startswith("steps_per_sec")}  # wall clock
         _assert_close({k: observed[step].get(k) for k in keep}, keep, f"step {step}")
     assert (multi / "timing.json").exists() and (multi / "images" / "information_plane.png").exists()
-    if not is_host:
+    pictures = sorted(
+        p.name for p in (single / "images").glob(f"{'generations' if is_host else 'reconstructions'}_step*")
+    )
+    assert len(pictures) == steps // eval_every, pictures
+    for picture in pictures:
+        pixels = {run: matplotlib.image.imread(run / "images" / picture) for run in (single, multi)}
+        assert pixels[multi].shape == pixels[single].shape
+        worst = float(abs(pixels[multi] - pixels[single]).max())
+        assert worst <= PIXEL_ATOL, f"{picture}: pixels differ by up to {worst * 255:.0f} of 255"
+    if not evaluate:
         return
 
     scores = {}
