@@ -153,6 +153,29 @@ def test_runner_reports_failures_and_defers_runs_past_the_deadline(tmp_path, fak
     assert "2 run(s) deferred" in said[-1]
 
 
+def test_a_waiting_run_is_judged_again_when_its_slot_frees(tmp_path, fake_python):
+    """Both runs fit the deadline by the estimate made before any had ended; once the first has ended,
+    the estimate says the second would not, so it is deferred instead of started (one slot)."""
+    import time
+
+    runs = protocol.plan("main", ["ar"], ["none"], [0, 1], steps=2, extra="tiny")
+    first_result = tmp_path / "res" / "t" / f"{runs[0].name}.json"
+    said = []
+    outcomes = engine.execute(
+        runs,
+        tmp_path / "r",
+        study="t",
+        results_dir=tmp_path / "res",
+        python=str(fake_python),
+        options=LOCAL,
+        deadline=time.monotonic() + 600,
+        expected_seconds=lambda run: 3600.0 if first_result.exists() else 1.0,
+        say=said.append,
+    )
+    assert outcomes == {runs[0].name: "done", runs[1].name: "deferred"}
+    assert "1 run(s) deferred" in said[-1]
+
+
 def test_study_cli_status_next_with_run_limit_and_aggregate_only(tmp_path, fake_python, monkeypatch, capsys):
     import importlib.util
 

@@ -3,11 +3,11 @@
 `--engine=local` uses submitit's LocalExecutor (jobs are processes on this machine, at most `parallel`
 at once, by default one per core, each pinned to its own cores: `cpu_slots`); `--engine=slurm` its
 SlurmExecutor (one `sbatch --array` per slice, the scheduler running at most `parallel` of its tasks at
-once; by default no limit but the cluster's). Each job is
-`runner.run_one`: train, then evaluate, then write the run's result file, exactly the subprocesses of a
-serial session, so results do not depend on the engine. The driver (this module, in the process of
-`run_study.py`) waits, prints progress (done / failed / running counts and an ETA), commits each result
-file as it lands (the driver is the only git writer) and resubmits failed jobs.
+once; by default no limit but the cluster's). Each job is `runner.run_one`: train, then evaluate, then
+write the run's result file, exactly the subprocesses of a serial session, so results do not depend on
+the engine. The driver (`job_driver.Driver`, in the process of `run_study.py`) waits, prints progress
+(done / failed / running counts and an ETA), commits each result file as it lands (the driver is the
+only git writer) and resubmits failed jobs.
 
 Retries are explicit resubmissions by the driver, not submitit's `Checkpointable` requeue: a job can
 end early by preemption, a time limit, `scancel`, a node failure or a killed process, and only the
@@ -21,20 +21,18 @@ never: it would fail again).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import os
 import pathlib
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from infotok_jax.study import job_driver, runner
 from infotok_jax.study import results as results_lib
-from infotok_jax.study import runner
 from infotok_jax.study.protocol import Run
 
 ENGINES = ("local", "slurm")
@@ -167,43 +165,6 @@ def fit_deadline(
     return list(runs), []
 
 
-def _live_slurm_jobs(jobs: Sequence[Any]) -> set[str]:
-    """Ids of the `jobs` SLURM still holds (pending, running, completing, requeued), asked of `squeue`
-    (submitit's own watcher asks `sacct`, which without an accounting database never sees a job end).
-    An array the controller has forgotten holds none; when `squeue` fails otherwise (the controller
-    unreachable), its jobs count as live, so a hiccup never resubmits a running job."""
-    by_array: dict[str, list[str]] = {}
-    for job in jobs:
-        by_array.setdefault(job.job_id.split("_")[0], []).append(job.job_id)
-    live: set[str] = set()
-    for array_id, ids in by_array.items():
-        command = ["squeue", "--noheader", "--array", "--format=%i", f"--jobs={array_id}"]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode == 0:
-            live.update(done.stdout.split())
-        elif "invalid job id" not in done.stderr.lower():
-            live.update(ids)
-    return live
-
-
-def _job_outcome(job: Any) -> str:
-    """The outcome of an ended job: run_one's return value, or why it has none."""
-    if not job.paths.result_pickle.exists():
-        return "failed: job ended without a result (killed, cancelled or preempted)"
-    try:
-        return job.result()
-    except Exception as e:  # the job raised: its traceback is in the job's log
-        first_line = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        return f"failed: job raised {first_line[:200]}"
-
-
-def _progress(done: int, failed: int, running: int, waiting: int, *, eta_s: float | None) -> str:
-    eta = "?" if eta_s is None else f"{eta_s / 60:.1f} min"
-    return (
-        f"progress: {done} done, {failed} failed, {running} running or queued, {waiting} to submit; ETA {eta}"
-    )
-
-
 def execute(
     runs: Sequence[Run],
     root: pathlib.Path,
@@ -268,7 +229,7 @@ def execute(
             python=python,
             pin_slots=slots if options.engine == "local" else 0,
         )
-        driver = _Driver(
+        driver = job_driver.Driver(
             executor=make_executor(options, pathlib.Path(options.folder or root / "submitit"), slots),
             job_fn=job_fn,
             options=options,
@@ -293,98 +254,3 @@ def _commit(result_file: pathlib.Path, study: str, run: Run, tag: str, say: Call
     complaint = results_lib.commit_result(result_file, f"Study: {study}/{run.name}")
     if complaint:
         say(f"{tag}: result not committed ({complaint}); commit {result_file} by hand")
-
-
-@dataclasses.dataclass
-class _Driver:
-    """Submits runs, polls their jobs, resubmits failures and reports progress."""
-
-    executor: Any
-    job_fn: Callable[[Run], str]
-    options: EngineOptions
-    slots: int
-    say: Callable[[str], None]
-    expected_seconds: Callable[[Run], float | None]
-    deadline: float | None
-    on_done: Callable[[Run, str], None]
-    running: dict[str, tuple[Run, Any, float]] = dataclasses.field(default_factory=dict)
-    attempts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-
-    def drive(self, todo: list[Run], position: dict[str, str], root: pathlib.Path, outcomes: dict) -> None:
-        """Runs `todo` to the end: each run ends "done" or "failed: ..." in `outcomes`."""
-        waiting = collections.deque(todo)
-        last_counts = None
-        while waiting or self.running:
-            self._submit(waiting)
-            time.sleep(self.options.poll_s)
-            for run, job_id, outcome, seconds in self._ended():
-                tag, job = position[run.name], f"(job {job_id}, attempt {self.attempts[run.name]})"
-                if outcome == "done":
-                    outcomes[run.name] = "done"
-                    self.say(f"{tag}: done in {seconds:.0f} s {job}")
-                    self.on_done(run, tag)
-                elif self._may_retry(run, outcome):
-                    step = runner.latest_checkpoint_step(run.workdir(root))
-                    self.say(f"{tag}: {outcome} {job}; resubmitting, resumes from checkpoint step {step}")
-                    waiting.append(run)
-                else:
-                    outcomes[run.name] = outcome
-                    logs = f"{run.workdir(root)}/train.log, eval.log"
-                    self.say(f"{tag}: FAILED ({outcome[len('failed: ') :]}); see {logs} {job}")
-            counts = (
-                sum(o == "done" for o in outcomes.values()),
-                sum(o.startswith("failed") for o in outcomes.values()),
-                len(self.running),
-                len(waiting),
-            )
-            if counts != last_counts:
-                self.say(_progress(*counts, eta_s=self._eta(waiting)))
-                last_counts = counts
-
-    def _submit(self, waiting: collections.deque) -> None:
-        """Submits, as one job array, the waiting runs there is room for (all of them on SLURM, whose
-        array throttle keeps `slots` running)."""
-        room = len(waiting) if self.options.engine == "slurm" else self.slots - len(self.running)
-        batch = [waiting.popleft() for _ in range(min(room, len(waiting)))]
-        if not batch:
-            return
-        jobs = self.executor.map_array(self.job_fn, batch)
-        for run, job in zip(batch, jobs, strict=True):
-            self.attempts[run.name] += 1
-            self.running[job.job_id] = (run, job, time.monotonic())
-        self.say(
-            f"submitted {len(batch)} job(s) to {self.options.engine}: {', '.join(r.name for r in batch)}"
-        )
-
-    def _ended(self) -> list[tuple[Run, str, str, float]]:
-        """(run, job id, outcome, seconds since submission) of the jobs that ended since the last call."""
-        jobs = [job for _, job, _ in self.running.values()]
-        live = _live_slurm_jobs(jobs) if self.options.engine == "slurm" and jobs else None
-        ended = []
-        for job_id, (run, job, submitted) in list(self.running.items()):
-            finished = job.paths.result_pickle.exists() or (
-                job.done() if live is None else job_id not in live
-            )
-            if finished:
-                del self.running[job_id]
-                ended.append((run, job_id, _job_outcome(job), time.monotonic() - submitted))
-        return ended
-
-    def _may_retry(self, run: Run, outcome: str) -> bool:
-        if self.attempts[run.name] > self.options.retries or outcome.startswith("failed: overtrained"):
-            return False
-        expected = self.expected_seconds(run) or 0.0
-        return self.deadline is None or time.monotonic() + expected <= self.deadline
-
-    def _eta(self, waiting: collections.deque) -> float | None:
-        """Seconds until every run should have ended: the expected time of the waiting runs and what is
-        left of the running ones', spread over the slots; None without estimates."""
-        now = time.monotonic()
-        left = [self.expected_seconds(run) for run in waiting]
-        left += [
-            None if (e := self.expected_seconds(run)) is None else max(0.0, e - (now - submitted))
-            for run, _, submitted in self.running.values()
-        ]
-        if not left or any(seconds is None for seconds in left):
-            return None
-        return sum(left) / self.slots
