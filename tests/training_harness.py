@@ -58,6 +58,12 @@ def run_training(
     )
 
 
+def _sigint_as_from_a_terminal() -> None:
+    # A test session started in the background (`nohup ... &`) ignores SIGINT, and its children inherit
+    # that: Python then installs no KeyboardInterrupt handler. The binary is tested as a user starts it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(workdir, config_args, devices=4, config=TOY_CONFIG) -> subprocess.Popen:
     return subprocess.Popen(
         train_command(workdir, config_args, config),
@@ -66,6 +72,7 @@ def start_training(workdir, config_args, devices=4, config=TOY_CONFIG) -> subpro
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        preexec_fn=_sigint_as_from_a_terminal,
     )
 
 
