@@ -161,7 +161,7 @@ def _names(cells) -> str:
 
 
 def short_endpoint(endpoint: str) -> str:
-    """ "understanding" or "generation" for the primary endpoints' metric keys; other keys as they are."""
+    """The endpoints' metric keys in words (understanding, generation, shift drop); others as they are."""
     return {
         claim_families.UNDERSTANDING: "understanding",
         claim_families.GENERATION: "generation",
