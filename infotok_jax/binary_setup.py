@@ -67,22 +67,28 @@ def _one_line_for_full_disk_in_threads() -> None:
     threading.excepthook = hook
 
 
-def _one_line_for_writes_after_an_aborted_save() -> None:
-    """When a checkpoint save fails (a full disk), orbax closes its event loop while tensorstore still
-    has writes in flight; each one that finishes later reports `Event loop is closed` as an unraisable
-    traceback. The writes are abandoned either way (the step is not committed): say so once."""
+def _one_line_for_late_storage_errors() -> None:
+    """Two kinds of late errors that Python reports as unraisable tracebacks, each said once instead:
+    when a checkpoint save fails (a full disk), orbax closes its event loop while tensorstore still
+    has writes in flight, and each one that finishes later reports `Event loop is closed`; and
+    tensorboardX's exit-time close of an event file it could not flush (a full disk) raises ENOSPC in
+    an atexit callback. The writes are lost either way (the step is not committed)."""
     default_hook = sys.unraisablehook
-    told = False
+    told: set[str] = set()
+
+    def tell_once(message: str) -> None:
+        if message not in told:
+            logging.warning("%s", message)
+            told.add(message)
 
     def hook(unraisable: sys.UnraisableHookArgs) -> None:
-        nonlocal told
         error = unraisable.exc_value
         if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-            if not told:
-                logging.warning("Storage writes of an aborted checkpoint save ended after it; dropped.")
-                told = True
-            return
-        default_hook(unraisable)
+            tell_once("Storage writes of an aborted checkpoint save ended after it; dropped.")
+        elif error is not None and storage.is_disk_full(error):
+            tell_once(f"A write at exit found the disk full ({error}); dropped.")
+        else:
+            default_hook(unraisable)
 
     sys.unraisablehook = hook
 
@@ -94,7 +100,7 @@ def start() -> None:
     storage.quiet_gcs_emulator_probe()  # before anything imports gcsfs
     _quiet_checkpoint_logs()
     _one_line_for_full_disk_in_threads()
-    _one_line_for_writes_after_an_aborted_save()
+    _one_line_for_late_storage_errors()
     if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM
         console.raise_on_sigterm()
     distributed.initialize(
