@@ -91,7 +91,19 @@ class WorkdirLock:
         self._beating: threading.Thread | None = None
 
     def acquire(self) -> WorkdirLock:
-        """Takes the lock or raises WorkdirLockedError naming the holder and how to break the lock."""
+        """Takes the lock or raises WorkdirLockedError naming the holder and how to break the lock.
+
+        Interrupted on the way (Ctrl-C or SIGTERM while the heartbeat thread starts: the file exists, and
+        a `with` block whose `__enter__` raises never calls `__exit__`), it lets go of what it took."""
+        try:
+            self._acquire()
+        except BaseException:
+            self._held = False
+            self._let_go()
+            raise
+        return self
+
+    def _acquire(self) -> None:
         refusal = ""
         if jax.process_index() == 0 and not self._try_create():
             holder = self._read_holder()
@@ -105,15 +117,17 @@ class WorkdirLock:
             refusal = _share_from_process_0(refusal)
         if refusal:
             raise WorkdirLockedError(refusal)
-        return self
 
     def release(self) -> None:
         """Stops the heartbeat and removes the lock file if this run still holds it."""
-        if not self._held:
-            return
-        self._held = False
+        if self._held:
+            self._held = False
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Stops the heartbeat, if started, and removes the lock file if it names this run."""
         self._stop_beating.set()
-        if self._beating is not None:
+        if self._beating is not None and self._beating.is_alive():
             self._beating.join()
         try:
             if self._is_ours(self._read_holder()):
