@@ -4,8 +4,8 @@ Both binaries run the same way on one machine, a GPU cluster or a TPU pod: `--di
 multi-process JAX before any device is touched, a lost process makes the others exit after
 `--heartbeat_timeout_seconds`, the persistent compilation cache is enabled, orbax's per-file INFO logs
 are dropped and, against a GCS emulator, gcsfs's per-call credential warnings too (and so are the
-tracebacks a full disk makes orbax's, tensorboardX's and tensorstore's threads print: the binary reports it
-in one line).
+tracebacks a full disk makes orbax's and tensorstore's background writes print: the binary reports it in
+one line).
 Import this module from a binary (it defines absl flags) and call `start()` in `main`.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging as std_logging
 import sys
-import threading
 
 from absl import flags, logging
 
@@ -52,43 +51,22 @@ def _quiet_checkpoint_logs() -> None:
         handler.addFilter(keep)
 
 
-def _one_line_for_full_disk_in_threads() -> None:
-    """A background writer (tensorboardX's event thread) that hits a full disk dies with a traceback;
-    log it as one warning line instead; the main thread then stops the run with its one-line error."""
-    default_hook = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if args.exc_value is not None and storage.is_disk_full(args.exc_value):
-            thread = args.thread.name if args.thread is not None else "?"
-            logging.warning("Background thread %s stopped: %s", thread, args.exc_value)
-            return
-        default_hook(args)
-
-    threading.excepthook = hook
-
-
-def _one_line_for_late_storage_errors() -> None:
-    """Two kinds of late errors that Python reports as unraisable tracebacks, each said once instead:
-    when a checkpoint save fails (a full disk), orbax closes its event loop while tensorstore still
-    has writes in flight, and each one that finishes later reports `Event loop is closed`; and
-    tensorboardX's exit-time close of an event file it could not flush (a full disk) raises ENOSPC in
-    an atexit callback. The writes are lost either way (the step is not committed)."""
+def _one_line_for_writes_after_an_aborted_save() -> None:
+    """When a checkpoint save fails (a full disk), orbax closes its event loop while tensorstore still
+    has writes in flight; each one that finishes later reports `Event loop is closed` as an unraisable
+    traceback. The writes are abandoned either way (the step is not committed): say so once."""
     default_hook = sys.unraisablehook
-    told: set[str] = set()
-
-    def tell_once(message: str) -> None:
-        if message not in told:
-            logging.warning("%s", message)
-            told.add(message)
+    told = False
 
     def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        nonlocal told
         error = unraisable.exc_value
         if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-            tell_once("Storage writes of an aborted checkpoint save ended after it; dropped.")
-        elif error is not None and storage.is_disk_full(error):
-            tell_once(f"A write at exit found the disk full ({error}); dropped.")
-        else:
-            default_hook(unraisable)
+            if not told:
+                logging.warning("Storage writes of an aborted checkpoint save ended after it; dropped.")
+                told = True
+            return
+        default_hook(unraisable)
 
     sys.unraisablehook = hook
 
@@ -99,8 +77,7 @@ def start() -> None:
 
     storage.quiet_gcs_emulator_probe()  # before anything imports gcsfs
     _quiet_checkpoint_logs()
-    _one_line_for_full_disk_in_threads()
-    _one_line_for_late_storage_errors()
+    _one_line_for_writes_after_an_aborted_save()
     if not DISTRIBUTED.value:  # multi-process: jax's preemption notifier owns SIGTERM
         console.raise_on_sigterm()
     distributed.initialize(

@@ -70,46 +70,69 @@ class _JsonlFile:
 
 
 class _TensorBoard:
-    """tensorboardX events in `directory`; for a gs:// directory, written locally and uploaded on flush."""
+    """tensorboardX events in `directory`, written in the calling thread; for a gs:// directory, written
+    locally and uploaded on flush.
+
+    tensorboardX's `SummaryWriter` writes from a background thread through a queue of 10 events: when
+    that thread dies (a full disk), the next writes block forever on the full queue. Writing here makes
+    such an error the caller's, which stops the run with its one-line message.
+    """
 
     def __init__(self, directory: epath.Path, flush_secs: float):
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
 
         self._remote = directory if storage.is_remote(directory) else None
         self._local = tempfile.mkdtemp(prefix="infotok_tensorboard_") if self._remote else str(directory)
+        os.makedirs(self._local, exist_ok=True)
         # Event files are named by the second and the host: a random suffix keeps a restart within the
         # same second from replacing the previous session's file.
         suffix = f".{uuid.uuid4().hex[:8]}"
-        self._writer = SummaryWriter(self._local, flush_secs=flush_secs, filename_suffix=suffix)
+        self._events = EventsWriter(os.path.join(self._local, "events"), suffix)
+        self._flush_secs = flush_secs
+        self._last_flush = time.monotonic()
+
+    def _write(self, summary, step: int) -> None:
+        from tensorboardX.proto import event_pb2
+
+        self._events.write_event(event_pb2.Event(summary=summary, step=step, wall_time=time.time()))
+        if time.monotonic() - self._last_flush >= self._flush_secs:
+            self.flush()
 
     def add_scalar(self, name: str, value: float, step: int) -> None:
-        self._writer.add_scalar(name, value, step)
+        from tensorboardX import summary
+
+        self._write(summary.scalar(name, value), step)
 
     def add_image(self, name: str, image_HxWx3: np.ndarray, step: int) -> None:
-        self._writer.add_image(name, image_HxWx3, step, dataformats="HWC")
+        from tensorboardX import summary
+
+        self._write(summary.image(name, image_HxWx3, dataformats="HWC"), step)
 
     def add_text(self, name: str, text: str, step: int) -> None:
-        self._writer.add_text(name, text, step)
+        from tensorboardX import summary
+
+        self._write(summary.text(name, text), step)
 
     def add_hparams(self, hparams: Mapping[str, Any], metric_names: list[str]) -> None:
         """The hparams plugin's experiment, session start and end, in this run's own event file
         (tensorboardX's `add_hparams` would write them into a new sub-run)."""
-        from tensorboardX.summary import hparams as hparams_summaries
+        from tensorboardX import summary
 
-        for summary in hparams_summaries(dict(hparams), dict.fromkeys(metric_names, 0.0)):
-            self._writer.file_writer.add_summary(summary)
+        for hparams_summary in summary.hparams(dict(hparams), dict.fromkeys(metric_names, 0.0)):
+            self._write(hparams_summary, 0)
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._events.flush()
+        self._last_flush = time.monotonic()
         if self._remote:
             self._remote.mkdir(parents=True, exist_ok=True)
             for name in sorted(os.listdir(self._local)):
                 epath.Path(self._local, name).copy(self._remote / name, overwrite=True)
 
     def close(self) -> None:
-        self._writer.close()
+        self.flush()
+        self._events.close()
         if self._remote:
-            self.flush()
             shutil.rmtree(self._local, ignore_errors=True)
 
 
