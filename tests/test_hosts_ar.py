@@ -18,28 +18,17 @@ from tests.test_hosts_common import (
     forward,
     greedy_answer_reference,
     init_host,
+    initial_host,
     scene_batch,
     tiny_config,
-    train,
+    trained_host,
     understanding_grads,
 )
 
 
-@functools.cache
-def initial():
-    return init_host(tiny_config("ar"))
-
-
-@functools.cache
-def trained():
-    model, variables = initial()
-    variables, losses = train(model, variables, scene_batch(), steps=20)
-    return model, variables, losses
-
-
 @pytest.mark.slow
 def test_losses_finite_and_training_lowers_them():
-    model, variables, losses = trained()
+    model, variables, losses = trained_host("ar")
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
     (_, metrics, aux), _ = forward(model, variables, scene_batch(), train=True)
@@ -49,7 +38,7 @@ def test_losses_finite_and_training_lowers_them():
 
 
 def test_vq_state_updates_only_when_training_with_mutable_state():
-    model, variables = initial()
+    model, variables = initial_host("ar")
     batch = scene_batch()
     rngs = {"sample": jax.random.PRNGKey(0)}
     _, mut = forward(model, variables, batch, train=True, rngs=rngs)
@@ -61,7 +50,7 @@ def test_vq_state_updates_only_when_training_with_mutable_state():
 
 
 def test_understanding_gradients_reach_the_tokenizer_encoder_only_when_enabled():
-    assert understanding_grads(*initial()) == (0.0, 0.0)  # AR default: lm_grad_to_tokenizer = 0
+    assert understanding_grads(*initial_host("ar")) == (0.0, 0.0)  # AR default: lm_grad_to_tokenizer = 0
     encoder, decoder = understanding_grads(*init_host(tiny_config("ar", lm_grad_to_tokenizer=1.0)))
     assert encoder > 0.0
     assert decoder == 0.0  # control: the decoder is not on the understanding path
@@ -88,7 +77,7 @@ def _uncached_generate(model, variables, captions, key, temperature, top_k, cfg_
 
 
 def test_cached_generation_equals_uncached_recomputation():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("ar")
     captions = scene_batch()["caption_tokens"][:3]
     key = jax.random.PRNGKey(7)
     gen = jax.jit(functools.partial(model.generate, temperature=1.0, top_k=8, cfg_scale=2.0))
@@ -101,7 +90,7 @@ def test_cached_generation_equals_uncached_recomputation():
 
 
 def test_generate_is_deterministic_per_key_and_decodes_images():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("ar")
     captions = scene_batch()["caption_tokens"][:2]
     gen = jax.jit(functools.partial(hosts.generate, model, num_samples=2))
     a, b = gen(variables, captions, jax.random.PRNGKey(0)), gen(variables, captions, jax.random.PRNGKey(0))
@@ -116,7 +105,7 @@ def test_generate_is_deterministic_per_key_and_decodes_images():
 
 
 def test_answer_is_cached_greedy_decoding_with_eos_and_padding():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("ar")
     batch = scene_batch()
     ans_fn = jax.jit(functools.partial(hosts.answer, model, max_answer_len=8))
     ans = np.asarray(ans_fn(variables, batch["image"], batch["question_tokens"]))

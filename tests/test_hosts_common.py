@@ -100,6 +100,20 @@ def train(model, variables, batch, steps: int, lr: float = 3e-3):
     return {"params": params, **state}, losses
 
 
+@functools.cache
+def initial_host(kind: str):
+    """The tiny host of `kind` at initialization, (model, variables), built once per test process."""
+    return init_host(tiny_config(kind))
+
+
+@functools.cache
+def trained_host(kind: str):
+    """`initial_host(kind)` after 20 steps on one scene batch: (model, variables, losses)."""
+    model, variables = initial_host(kind)
+    variables, losses = train(model, variables, scene_batch(), steps=20)
+    return model, variables, losses
+
+
 def understanding_grads(model, variables) -> tuple[float, float]:
     """Global norms of d(understanding CE)/d(tokenizer encoder) and /d(tokenizer decoder)."""
     batch = scene_batch()

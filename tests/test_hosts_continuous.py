@@ -17,29 +17,17 @@ from tests.test_hosts_common import (
     check_answer_format,
     forward,
     greedy_answer_reference,
-    init_host,
+    initial_host,
     scene_batch,
     tiny_config,
-    train,
+    trained_host,
     understanding_grads,
 )
 
 
-@functools.cache
-def initial():
-    return init_host(tiny_config("continuous"))
-
-
-@functools.cache
-def trained():
-    model, variables = initial()
-    variables, losses = train(model, variables, scene_batch(), steps=20)
-    return model, variables, losses
-
-
 @pytest.mark.slow
 def test_losses_finite_and_training_lowers_them():
-    model, variables, losses = trained()
+    model, variables, losses = trained_host("continuous")
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
     (_, metrics, aux), _ = forward(model, variables, scene_batch(), train=True)
@@ -60,14 +48,16 @@ def test_plain_continuous_tokenizer_traces_with_the_same_contract():
 
 
 def test_understanding_gradients_reach_the_tokenizer_encoder():
-    encoder, decoder = understanding_grads(*initial())
+    encoder, decoder = understanding_grads(*initial_host("continuous"))
     assert encoder > 0.0
     assert decoder == 0.0
 
 
 def test_flow_loss_reaches_the_encoder_only_through_the_lm_inputs():
     """With every slot masked the LM sees no latent, so only the stop-gradient target would be left."""
-    model, variables, _ = trained()  # trained: the zero-initialized flow output layer has moved
+    model, variables, _ = trained_host(
+        "continuous"
+    )  # trained: the zero-initialized flow output layer has moved
     batch = scene_batch()
 
     @jax.jit
@@ -87,7 +77,7 @@ def test_flow_loss_reaches_the_encoder_only_through_the_lm_inputs():
 
 
 def test_generate_is_deterministic_per_key_and_fills_every_slot():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("continuous")
     captions = scene_batch()["caption_tokens"][:2]
     gen = jax.jit(functools.partial(hosts.generate, model, num_samples=2, num_steps=4, flow_steps=3))
     a, b = gen(variables, captions, jax.random.PRNGKey(0)), gen(variables, captions, jax.random.PRNGKey(0))
@@ -103,7 +93,7 @@ def test_generate_is_deterministic_per_key_and_fills_every_slot():
 
 
 def test_answer_is_cached_greedy_decoding_with_eos_and_padding():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("continuous")
     batch = scene_batch()
     ans_fn = jax.jit(functools.partial(hosts.answer, model, max_answer_len=8))
     ans = np.asarray(ans_fn(variables, batch["image"], batch["question_tokens"]))

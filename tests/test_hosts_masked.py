@@ -16,29 +16,16 @@ from tests.test_hosts_common import (
     check_answer_format,
     forward,
     greedy_answer_reference,
-    init_host,
+    initial_host,
     scene_batch,
-    tiny_config,
-    train,
+    trained_host,
     understanding_grads,
 )
 
 
-@functools.cache
-def initial():
-    return init_host(tiny_config("masked"))
-
-
-@functools.cache
-def trained():
-    model, variables = initial()
-    variables, losses = train(model, variables, scene_batch(), steps=20)
-    return model, variables, losses
-
-
 @pytest.mark.slow
 def test_losses_finite_and_training_lowers_them():
-    model, variables, losses = trained()
+    model, variables, losses = trained_host("masked")
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
     (_, metrics, _), _ = forward(model, variables, scene_batch(), train=False)
@@ -47,7 +34,7 @@ def test_losses_finite_and_training_lowers_them():
 
 
 def test_image_slots_see_each_other_and_text_stays_causal():
-    model, variables = initial()
+    model, variables = initial_host("masked")
     c, k, n = model.config, model.vocab.codes, model.num_image_tokens
     caption = scene_batch()["caption_tokens"][:2]
     codes = jax.random.randint(jax.random.PRNGKey(0), (2, n), 0, k)
@@ -74,13 +61,13 @@ def test_image_slots_see_each_other_and_text_stays_causal():
 
 
 def test_understanding_gradients_reach_the_tokenizer_encoder():
-    encoder, decoder = understanding_grads(*initial())
+    encoder, decoder = understanding_grads(*initial_host("masked"))
     assert encoder > 0.0
     assert decoder == 0.0
 
 
 def test_generate_is_deterministic_per_key_and_fills_every_slot():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("masked")
     captions = scene_batch()["caption_tokens"][:2]
     gen = jax.jit(functools.partial(hosts.generate, model, num_samples=2, num_steps=4))
     a, b = gen(variables, captions, jax.random.PRNGKey(0)), gen(variables, captions, jax.random.PRNGKey(0))
@@ -95,7 +82,7 @@ def test_generate_is_deterministic_per_key_and_fills_every_slot():
 
 
 def test_answer_is_cached_greedy_decoding_with_eos_and_padding():
-    model, variables, _ = trained()
+    model, variables, _ = trained_host("masked")
     batch = scene_batch()
     ans_fn = jax.jit(functools.partial(hosts.answer, model, max_answer_len=8))
     ans = np.asarray(ans_fn(variables, batch["image"], batch["question_tokens"]))
