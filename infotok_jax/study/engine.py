@@ -179,7 +179,8 @@ def execute(
     commit: bool = False,
     expected_seconds: Callable[[Run], float | None] | None = None,
 ) -> dict[str, str]:
-    """Submits every run without a result file, waits for them; returns {run name: outcome}.
+    """Submits every run without a result file, once per name (an aliased variant, one program serving
+    two rows of the plan, is submitted once), waits for them; returns {run name: outcome}.
 
     Outcomes: "skipped" (result file exists), "done", "failed: ..." (after `options.retries`
     resubmissions), "planned" under `dry_run` (commands printed, nothing submitted or written), or
@@ -196,6 +197,8 @@ def execute(
     missing: list[Run] = []
     position = {run.name: f"[{i}/{len(runs)}] {run.name}" for i, run in enumerate(runs, 1)}
     for run in runs:
+        if run.name in outcomes or any(m.name == run.name for m in missing):
+            continue
         result_file = results_lib.result_path(results_dir, study, run)
         if result_file.exists():
             results_lib.load_result(result_file, run)  # raises on a config mismatch
