@@ -196,9 +196,10 @@ def execute(
     outcomes: dict[str, str] = {}
     missing: list[Run] = []
     position = {run.name: f"[{i}/{len(runs)}] {run.name}" for i, run in enumerate(runs, 1)}
+    first_of_name: dict[str, Run] = {}
     for run in runs:
-        if run.name in outcomes or any(m.name == run.name for m in missing):
-            continue
+        first_of_name.setdefault(run.name, run)
+    for run in first_of_name.values():
         result_file = results_lib.result_path(results_dir, study, run)
         if result_file.exists():
             results_lib.load_result(result_file, run)  # raises on a config mismatch
