@@ -55,9 +55,8 @@ def test_understanding_gradients_reach_the_tokenizer_encoder():
 
 def test_flow_loss_reaches_the_encoder_only_through_the_lm_inputs():
     """With every slot masked the LM sees no latent, so only the stop-gradient target would be left."""
-    model, variables, _ = trained_host(
-        "continuous"
-    )  # trained: the zero-initialized flow output layer has moved
+    # trained: the zero-initialized flow output layer has moved
+    model, variables, _ = trained_host("continuous")
     batch = scene_batch()
 
     @jax.jit

@@ -281,15 +281,13 @@ def test_an_aliased_run_is_made_once_for_the_two_rows_it_serves(tmp_path, fake_p
         for r in protocol.plan("controls", ["ar"], ["hsic", "vib"], [0], 2, "tiny")
         if r.value in consistency_only
     ]
-    assert (
-        len(runs) == 2 and runs[0].name == runs[1].name
-    )  # one program: at beta = 0 both are the consistency term
+    # one program: at beta = 0 both are the consistency term
+    assert len(runs) == 2 and runs[0].name == runs[1].name
     store = tmp_path / "results"
     outcomes = engine.execute(
         runs, tmp_path / "root", study="t", results_dir=store, python=str(fake_python), options=LOCAL
     )
-    assert (
-        outcomes == {runs[0].name: "done"} and len(_calls(fake_python)) == 2
-    )  # one training, one evaluation
+    # one training, one evaluation
+    assert outcomes == {runs[0].name: "done"} and len(_calls(fake_python)) == 2
     record = json.loads((store / "t" / f"{runs[0].name}.json").read_text())
     assert record["run"]["value"] == "hsic: consistency only" and record["git"]["records"] == 4
